@@ -1,0 +1,107 @@
+"""The wire format of the reward service, version 1 (see docs and ../shared/docs/http-contract.md).
+
+Both sides import these models: the service validates requests with them and the client builds
+requests and checks answers with them, so the two cannot drift apart. No server code lives here.
+
+Unknown fields are refused (``extra="forbid"``): a misspelt ``"reward"`` must be a clear 422, not a
+request silently scored with the server's default reward set.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
+
+API_PREFIX = "/v1"
+
+# A caller id may be a string or an integer; it is echoed back untouched.
+CallerId = StrictStr | StrictInt
+# JSON numbers only: `true` is not a weight, and NaN/Infinity never reach the arithmetic.
+FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RewardRef(_Strict):
+    """A reward asked for by name, optionally pinned to one version (``{"name": "ap", "version": "1"}``)."""
+
+    name: StrictStr
+    version: StrictStr | None = None
+
+
+class Sample(_Strict):
+    """One completion to score against its ground truth.
+
+    ``solution`` is the ground-truth text of the training data, or a structured list of
+    ``{"bbox_2d": [x1, y1, x2, y2], "label": str}``. Its content is checked by the reward engine,
+    per sample: an unreadable ground truth makes that sample's rewards ``null`` with a message,
+    it does not refuse the whole batch.
+    """
+
+    completion: StrictStr
+    solution: StrictStr | list[Any]
+    completion_tokens: Annotated[StrictInt, Field(ge=0)] | None = None
+    id: CallerId | None = None
+
+
+class ScoreRequest(_Strict):
+    samples: list[Sample]
+    rewards: list[StrictStr | RewardRef] | None = None
+    weights: dict[str, FiniteFloat] | None = None
+    params: dict[str, dict[str, FiniteFloat]] | None = None
+    explain: StrictBool = False
+
+
+class ScoreResponse(BaseModel):
+    """Every list is aligned with the request's samples; ``None`` means "not scored", never 0."""
+
+    rewards: dict[str, list[float | None]]
+    total: list[float | None]
+    versions: dict[str, str]
+    errors: list[str | None]
+    ids: list[CallerId | None]
+    details: list[dict[str, Any]] | None = None
+
+    def check_aligned(self, n_samples: int) -> None:
+        """Raise ValueError unless every list holds exactly one entry per sample."""
+        lengths = {"total": len(self.total), "errors": len(self.errors), "ids": len(self.ids)}
+        lengths.update({f"rewards.{name}": len(values) for name, values in self.rewards.items()})
+        if self.details is not None:
+            lengths["details"] = len(self.details)
+        wrong = {field: n for field, n in lengths.items() if n != n_samples}
+        if wrong:
+            raise ValueError(f"response lists are not aligned with the {n_samples} samples sent: {wrong}")
+
+
+class OpenRLHFRequest(_Strict):
+    """OpenRLHF's remote reward model request (``--remote_rm_url``)."""
+
+    query: list[StrictStr]
+    prompts: list[StrictStr]
+    labels: list[StrictStr | list[Any]]
+
+    @model_validator(mode="after")
+    def _same_lengths(self) -> OpenRLHFRequest:
+        if not (len(self.query) == len(self.prompts) == len(self.labels)):
+            raise ValueError(
+                f"query, prompts and labels must have the same length, got "
+                f"{len(self.query)}, {len(self.prompts)} and {len(self.labels)}"
+            )
+        return self
+
+
+class OpenRLHFResponse(BaseModel):
+    """OpenRLHF cannot carry a ``null`` reward: a batch with an unscorable sample is a 422 instead."""
+
+    rewards: list[float]
+    scores: list[float]
+    extra_logs: dict[str, list[float]]
+
+
+class ErrorBody(BaseModel):
+    """The body of every 4xx/5xx answer: ``detail`` names the field and the problem."""
+
+    detail: str | list[dict[str, Any]]
