@@ -105,3 +105,59 @@ class ErrorBody(BaseModel):
     """The body of every 4xx/5xx answer: ``detail`` names the field and the problem."""
 
     detail: str | list[dict[str, Any]]
+
+
+# ---------------------------------------------------------------- evaluation (POST /v1/evaluate)
+# Dataset-level metrics of a whole evaluation set in one request: AP over a dataset cannot be
+# merged from parts, so the client never splits it (docs/evaluation.md).
+
+
+class EvaluateImage(_Strict):
+    """One image of an evaluation set: the model's completion and the image's ground truth
+    (the same two forms as ``Sample.solution``; ``None`` / ``[]`` for an image with no box)."""
+
+    completion: StrictStr
+    solution: StrictStr | list[Any]
+
+
+class EvaluateRequest(_Strict):
+    """``categories``: every label the set asks for, absent ones included (e.g. COCO's 80). Default:
+    the ground-truth labels. Predictions whose label is not a category count against precision
+    but take no part in the APs."""
+
+    images: list[EvaluateImage]
+    categories: list[StrictStr] | None = None
+
+
+class CategoryMetrics(BaseModel):
+    category: str
+    n_gt: int
+    n_pred: int
+    matches: int
+    ap: float | None
+    ap50: float | None
+    nms_ap: float | None
+    nms_ap50: float | None
+    precision: float | None
+    recall: float | None
+
+
+class EvaluateResponse(BaseModel):
+    """Fractions in [0, 1]; ``None`` where a value is undefined (no ground truth, no prediction)."""
+
+    n_images: int
+    n_answered: int
+    n_gt: int
+    n_pred: int
+    matches: int
+    n_invalid_box: int
+    n_unknown_label: int
+    n_no_label: int
+    ap: float | None
+    ap50: float | None
+    precision: float | None
+    recall: float | None
+    nms_ap: float | None
+    nms_ap50: float | None
+    per_category: list[CategoryMetrics]
+    unknown_labels: dict[str, int]

@@ -1,0 +1,76 @@
+"""``make bench`` / ``python -m bench``: the service against the reference method, side by side.
+
+(a) AP throughput: our exact vectorised COCO AP vs pycocotools (bench/ap.py).
+(b) Samples/s of all seven rewards: a 2-worker server under concurrent 64-sample batches vs the
+    reference method (bench/reference.py) in this process. Target: 25x.
+(c) p50/p99 latency of one 64-sample batch request at a time. Target: p99 < 50 ms.
+Prints a table and writes bench/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+from bench import http, reference
+from tests.support.servers import serving
+
+RESULTS = Path(__file__).with_name("results.json")
+
+
+def reference_rate(samples: list[dict]) -> dict:
+    start = time.perf_counter()
+    reference.score_samples(samples)
+    seconds = time.perf_counter() - start
+    return {"samples_per_s": len(samples) / seconds, "samples": len(samples), "seconds": seconds}
+
+
+def ap_rate(n_cases: int) -> dict:
+    from bench import ap  # written beside this file; its absence is a failure, not a skip
+
+    return ap.run(n_cases=n_cases, seed=0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--quick", action="store_true", help="fewer iterations (a smoke run)")
+    args = parser.parse_args(argv)
+    scale = 0.2 if args.quick else 1.0
+    samples = http.synthetic_samples(64 * 32, seed=0)
+    results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}
+    results["ap"] = ap_rate(int(2000 * scale))
+    results["reference"] = reference_rate(samples[: int(640 * scale)])
+    with serving(workers=2, env={"REWARD_API_MAX_PENDING_BATCHES": "64", "REWARD_API_LOG_LEVEL": "warning"}) as server:
+        results["http"] = http.throughput(server, samples, n_requests=int(300 * scale))
+        results["latency"] = http.latency(server, samples, n_requests=int(300 * scale))
+    results["speedup_http_vs_reference"] = results["http"]["samples_per_s"] / results["reference"]["samples_per_s"]
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print_table(results)
+    return 0
+
+
+def print_table(r: dict) -> None:
+    rows = [
+        ("AP, ours (cases/s)", f"{r['ap']['ours_per_s']:,.0f}", ""),
+        ("AP, pycocotools (cases/s)", f"{r['ap']['pycocotools_per_s']:,.0f}", ""),
+        ("AP speedup", f"{r['ap']['speedup']:.1f}x", ""),
+        ("7 rewards, reference in-process (samples/s)", f"{r['reference']['samples_per_s']:,.0f}", ""),
+        ("7 rewards, HTTP 2 workers, batch 64 (samples/s)", f"{r['http']['samples_per_s']:,.0f}",
+         f"{r['http']['concurrency']} in flight"),
+        ("HTTP vs reference", f"{r['speedup_http_vs_reference']:.1f}x", "target >= 25x"),
+        ("latency p50, one 64-sample batch (ms)", f"{r['latency']['p50_ms']:.1f}", ""),
+        ("latency p99, one 64-sample batch (ms)", f"{r['latency']['p99_ms']:.1f}", "target < 50 ms"),
+    ]
+    width = max(len(name) for name, _, _ in rows)
+    print(f"{'measure':<{width}}  {'value':>10}  note")
+    for name, value, note in rows:
+        print(f"{name:<{width}}  {value:>10}  {note}")
+    print(f"(written to {RESULTS})")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

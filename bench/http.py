@@ -1,0 +1,118 @@
+"""HTTP benchmarks: throughput of /v1/score under concurrent load, and single-batch latency.
+
+The server is the real one (``python -m services.reward_api``) on 127.0.0.1, started with the
+test helper. Request bodies are encoded once up front and answers are only checked for 200 and
+their length, so the load generator takes as little as possible of the CPU the server needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+import httpx
+import orjson
+
+from tests.support.servers import RunningServer
+
+ALL_REWARDS = ["format", "ap", "ap50", "od_length", "weighted_sum", "repetition", "cosine"]
+LABELS = ["person", "car", "dog", "cat", "chair", "bottle", "bicycle"]
+
+
+def _box(rng: random.Random) -> list[int]:
+    x1, y1 = rng.randint(0, 500), rng.randint(0, 400)
+    return [x1, y1, x1 + rng.randint(8, 300), y1 + rng.randint(8, 250)]
+
+
+def _jitter(box: list[int], rng: random.Random) -> list[int]:
+    return [v + rng.randint(-6, 6) for v in box[:2]] + [v + rng.randint(-6, 6) for v in box[2:]]
+
+
+def _fence(items: list[dict]) -> str:
+    return "```json\n" + orjson.dumps(items, option=orjson.OPT_INDENT_2).decode() + "\n```"
+
+
+def synthetic_sample(rng: random.Random) -> dict:
+    """A realistic completion: think + answer with 1-15 boxes, some wrong labels, some malformed."""
+    gt = [{"bbox_2d": _box(rng), "label": rng.choice(LABELS)} for _ in range(rng.randint(1, 10))]
+    pred = [{"bbox_2d": _jitter(g["bbox_2d"], rng), "label": g["label"]} for g in gt if rng.random() < 0.85]
+    pred += [{"bbox_2d": _box(rng), "label": rng.choice(LABELS)} for _ in range(rng.randint(0, 4))]
+    for p in pred:
+        if rng.random() < 0.1:
+            p["label"] = rng.choice(LABELS)  # sometimes wrong
+    if rng.random() < 0.1:
+        pred += pred[: rng.randint(1, max(1, len(pred)))]  # repeated detections (the repetition reward)
+    pred = pred[:15] or [{"bbox_2d": _box(rng), "label": rng.choice(LABELS)}]
+    think = " ".join(rng.choice(["I see", "a", "the", "object", "near", "left", "right", "edge"])
+                     for _ in range(rng.randint(10, 80)))
+    answer = _fence(pred)
+    kind = rng.random()
+    if kind < 0.05:
+        answer = answer.replace("]", "", 1)  # broken JSON
+    elif kind < 0.08:
+        answer = answer.replace("```json", "")  # no fence
+    completion = f"<think>{think}</think>\n<answer>{answer}</answer>"
+    if 0.08 <= kind < 0.11:
+        completion = completion.replace("</answer>", "")  # no answer block
+    return {"completion": completion, "solution": f"<answer>{_fence(gt)}</answer>",
+            "completion_tokens": len(completion) // 4}
+
+
+def synthetic_samples(n: int, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    return [synthetic_sample(rng) for _ in range(n)]
+
+
+def score_bodies(samples: list[dict], batch_size: int) -> list[bytes]:
+    return [orjson.dumps({"samples": samples[i:i + batch_size], "rewards": ALL_REWARDS})
+            for i in range(0, len(samples) - batch_size + 1, batch_size)]
+
+
+async def _load(url: str, bodies: list[bytes], concurrency: int, n_requests: int, headers: dict) -> float:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    next_index = 0
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60.0, headers=headers) as client:
+
+        async def worker(count: int) -> None:
+            nonlocal next_index
+            while next_index < count:
+                body = bodies[next_index % len(bodies)]
+                next_index += 1
+                answer = await client.post("/v1/score", content=body,
+                                           headers={"content-type": "application/json"})
+                if answer.status_code != 200:
+                    raise RuntimeError(f"/v1/score answered {answer.status_code}: {answer.text[:300]}")
+
+        await asyncio.gather(*(worker(2 * concurrency) for _ in range(concurrency)))  # warm connections
+        next_index = 0
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(n_requests) for _ in range(concurrency)))
+        return time.perf_counter() - start
+
+
+def throughput(server: RunningServer, samples: list[dict], batch_size: int = 64, concurrency: int = 6,
+               n_requests: int = 200) -> dict:
+    """Samples/s of all seven rewards with ``concurrency`` requests in flight."""
+    bodies = score_bodies(samples, batch_size)
+    seconds = asyncio.run(_load(server.url, bodies, concurrency, n_requests, server.headers()))
+    return {"samples_per_s": n_requests * batch_size / seconds, "requests": n_requests,
+            "batch_size": batch_size, "concurrency": concurrency, "seconds": seconds}
+
+
+def latency(server: RunningServer, samples: list[dict], batch_size: int = 64, n_requests: int = 300) -> dict:
+    """p50/p99 of one batch request at a time (keep-alive connection, as a trainer would hold)."""
+    body = score_bodies(samples, batch_size)[0]
+    times = []
+    with httpx.Client(base_url=server.url, timeout=60.0, headers=server.headers()) as client:
+        for i in range(n_requests + 20):
+            start = time.perf_counter()
+            answer = client.post("/v1/score", content=body, headers={"content-type": "application/json"})
+            elapsed = time.perf_counter() - start
+            if answer.status_code != 200:
+                raise RuntimeError(f"/v1/score answered {answer.status_code}: {answer.text[:300]}")
+            if i >= 20:  # the first few warm caches and the connection
+                times.append(elapsed)
+    times.sort()
+    return {"p50_ms": 1000 * times[len(times) // 2], "p99_ms": 1000 * times[int(len(times) * 0.99) - 1],
+            "requests": n_requests, "batch_size": batch_size}

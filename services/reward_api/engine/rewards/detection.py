@@ -1,0 +1,130 @@
+"""ap, ap50 and od_length: single-image COCO AP of the answer's boxes, from ONE evaluation.
+
+reward-spec "ap and ap50" and "od_length", in order:
+
+1. no answer block: 0.0 (all three);
+2. ground truth ``None`` and the answer block exactly ``None``: 1.0;
+3. predictions = the answer's box list, ground truth = its boxes: both empty 1.0, one empty 0.0;
+4. categories = the distinct ground-truth labels (exact match); predictions whose label is not one
+   of them, that are not objects, or that have no string label are dropped; none left: 0.0;
+5. ``ap``/``ap50`` = pycocotools ``stats[0]``/``stats[1]`` for that image (``coco_ap``), every
+   prediction scored 1.0 in order of appearance;
+6. a kept prediction without a valid box is a false positive (zero-area, overlaps nothing).
+
+``od_length = ap * min(1, n_gt / n_pred)``, with ``n_pred`` every item of the answer's box list.
+
+Departures from the reference: pycocotools matched ``[NaN, NaN, NaN, NaN]`` boxes (AP 1.0 for a
+box list of NaNs with the right labels) and ignored inverted boxes (free extra guesses); here both
+are invalid boxes, so false positives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..coco_ap import single_image_ap
+from ..ground_truth import GroundTruth
+from ..parsing import ParsedCompletion
+from . import RewardInput
+
+__all__ = ["DetectionResult", "evaluate_detection", "shared_result", "score_ap", "score_ap50", "score_od_length"]
+
+# What happened to each predicted item (explain=True), besides "kept".
+NOT_AN_OBJECT, NO_LABEL, UNKNOWN_LABEL, INVALID_BOX = "not_an_object", "no_label", "unknown_label", "invalid_box"
+
+
+@dataclass(frozen=True)
+class DetectionResult:
+    """ap, ap50 and od_length of one sample and what they were computed from.
+
+    ``case``: which rule decided ("no_answer", "none_none", "both_empty", "one_empty",
+    "no_known_label", "coco"); ``item_status[i]``: "kept", or why item ``i`` was dropped or
+    counts as a false positive ("invalid_box").
+    """
+
+    ap: float
+    ap50: float
+    od_length: float
+    case: str
+    n_pred: int
+    n_gt: int
+    item_status: tuple[str, ...] = ()
+
+    def details(self) -> dict:
+        return {
+            "case": self.case,
+            "n_pred": self.n_pred,
+            "n_gt": self.n_gt,
+            "n_evaluated": sum(status in ("kept", INVALID_BOX) for status in self.item_status),
+            "ap": self.ap,
+            "ap50": self.ap50,
+            "od_length": self.od_length,
+        }
+
+
+def _constant(value: float, case: str, n_pred: int, n_gt: int, status: tuple[str, ...] = ()) -> DetectionResult:
+    return DetectionResult(value, value, value, case, n_pred, n_gt, status)
+
+
+def item_statuses(parsed: ParsedCompletion, categories: dict[str, int]) -> tuple[str, ...]:
+    """For each answer item: "kept", "invalid_box" (kept, a false positive) or why it is dropped."""
+    statuses = []
+    for prediction in parsed.answer_predictions:
+        if not prediction.is_object:
+            statuses.append(NOT_AN_OBJECT)
+        elif prediction.label is None:
+            statuses.append(NO_LABEL)
+        elif prediction.label not in categories:
+            statuses.append(UNKNOWN_LABEL)
+        elif prediction.box is None:
+            statuses.append(INVALID_BOX)
+        else:
+            statuses.append("kept")
+    return tuple(statuses)
+
+
+def evaluate_detection(parsed: ParsedCompletion, truth: GroundTruth) -> DetectionResult:
+    """ap, ap50 and od_length of one sample, with a single COCO evaluation."""
+    n_gt = truth.n
+    if parsed.answer is None:
+        return _constant(0.0, "no_answer", 0, n_gt)
+    predictions = parsed.answer_predictions
+    n_pred = len(predictions)
+    if truth.is_none and parsed.answer == "None":
+        return _constant(1.0, "none_none", n_pred, n_gt)
+    if n_pred == 0 and n_gt == 0:
+        return _constant(1.0, "both_empty", n_pred, n_gt)
+    # Ids in order of first appearance; COCO averages over categories, so any fixed order does.
+    categories = {label: index for index, label in enumerate(dict.fromkeys(truth.labels))}
+    statuses = item_statuses(parsed, categories)
+    if n_pred == 0 or n_gt == 0:
+        return _constant(0.0, "one_empty", n_pred, n_gt, statuses)
+    kept = [p for p, status in zip(predictions, statuses) if status in ("kept", INVALID_BOX)]
+    if not kept:
+        return _constant(0.0, "no_known_label", n_pred, n_gt, statuses)
+    dt_boxes = np.array([p.box if p.box is not None else (0.0, 0.0, 0.0, 0.0) for p in kept], dtype=np.float64)
+    dt_cats = np.array([categories[p.label] for p in kept], dtype=np.int64)
+    dt_valid = np.array([p.box is not None for p in kept], dtype=bool)
+    gt_cats = np.array([categories[label] for label in truth.labels], dtype=np.int64)
+    ap, ap50 = single_image_ap(truth.boxes, gt_cats, dt_boxes, dt_cats, dt_valid)
+    ap, ap50 = float(ap), float(ap50)
+    return DetectionResult(ap, ap50, ap * min(1.0, n_gt / n_pred), "coco", n_pred, n_gt, statuses)
+
+
+def shared_result(inp: RewardInput) -> DetectionResult:
+    """The sample's detection evaluation, computed once for ap, ap50 and od_length together."""
+    return inp.shared("detection", lambda i: evaluate_detection(i.parsed, i.truth))
+
+
+def score_ap(inp: RewardInput) -> float:
+    return shared_result(inp).ap
+
+
+def score_ap50(inp: RewardInput) -> float:
+    return shared_result(inp).ap50
+
+
+def score_od_length(inp: RewardInput) -> float:
+    return shared_result(inp).od_length

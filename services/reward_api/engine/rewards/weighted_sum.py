@@ -1,0 +1,208 @@
+"""weighted_sum: greedy IoU matching of the boxes plus completeness (reward-spec "weighted_sum").
+
+1. Both texts are normalised (``parsing.normalise_for_weighted_sum``: last answer block, lines
+   joined, stripped, trailing '.' removed, lower-cased).
+2. Ground truth ``none``: 1.0 if the completion is ``none`` too, else 0.0.
+3. Boxes come from the FIRST ```json block of each normalised text. No ground-truth boxes: 1.0
+   without predictions, else 0.0. No predictions: 0.0.
+4. IoU is the reference's inclusive-pixel formula (:func:`iou`); a prediction without a valid box
+   (or that is not an object) overlaps nothing but counts in ``n_pred``; a missing or non-string
+   label reads as "".
+5. Greedy matching (:func:`greedy_match`): repeatedly the pair with the highest IoU (ties: lowest
+   prediction index, then lowest ground-truth index) while it reaches ``iou_threshold``; a match
+   with different labels is recorded with IoU 0.
+6. ``(alpha * position + beta * label + gamma * completeness) / (alpha + beta + gamma)``.
+
+Departure from the reference: a prediction without a label crashed it (or reused the previous
+item's label); here the label is "".
+
+IoUs are computed with NumPy when every coordinate is a float or an integer of magnitude at most
+2**20: then every intermediate value is exact in float64, so the result is bit for bit what the
+reference's Python arithmetic gives. Larger integers take an exact pure-Python path. An IoU that
+overflows to a non-finite value (coordinates near 1e308) is 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..boxes import valid_box
+from ..ground_truth import GroundTruth
+from ..parsing import ParsedCompletion
+from . import RewardInput
+
+__all__ = [
+    "DEFAULTS",
+    "WeightedSumResult",
+    "Match",
+    "iou",
+    "iou_matrix",
+    "greedy_match",
+    "weighted_sum",
+    "shared_result",
+    "score",
+]
+
+DEFAULTS = {"alpha": 0.7, "beta": 0.0, "gamma": 0.3, "iou_threshold": 0.5}
+EXACT_FLOAT_INT = 2**20  # |int| up to this: every product and sum of the formula is exact in float64
+_ROWS_ELEMENTS = 1 << 22  # IoU matrix computed in row blocks of at most this many elements
+
+
+@dataclass(frozen=True)
+class Match:
+    pred: int
+    gt: int
+    iou: float
+    labels_equal: bool
+
+
+@dataclass(frozen=True)
+class WeightedSumResult:
+    value: float
+    case: str  # "none", "no_gt_boxes", "no_predictions" or "matched"
+    n_pred: int = 0
+    n_gt: int = 0
+    matches: tuple[Match, ...] = ()
+    parts: dict = field(default_factory=dict)
+
+    def details(self) -> dict:
+        return {
+            "case": self.case,
+            "value": self.value,
+            "n_pred": self.n_pred,
+            "n_gt": self.n_gt,
+            "matches": [
+                {"pred": m.pred, "gt": m.gt, "iou": m.iou, "labels_equal": m.labels_equal} for m in self.matches
+            ],
+            **self.parts,
+        }
+
+
+def iou(a, b) -> float:
+    """The reference's IoU of two valid boxes: inclusive-pixel intersection, exclusive areas."""
+    ix1, iy1 = max(a[0], b[0]), max(a[1], b[1])
+    ix2, iy2 = min(a[2] - 1, b[2] - 1), min(a[3] - 1, b[3] - 1)
+    inter = (ix2 - ix1 + 1) * (iy2 - iy1 + 1) if ix1 < ix2 and iy1 < iy2 else 0
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    if not union > 0:  # also catches a NaN union (overflowed coordinates)
+        return 0.0
+    value = inter / union
+    return float(value) if math.isfinite(value) else 0.0
+
+
+def _exact_in_float64(boxes) -> bool:
+    return all(not isinstance(v, int) or -EXACT_FLOAT_INT <= v <= EXACT_FLOAT_INT for box in boxes for v in box)
+
+
+def iou_matrix(pred_boxes: list, gt_boxes: list) -> np.ndarray:
+    """IoU of every (prediction, ground truth) pair, each equal to :func:`iou`."""
+    if not _exact_in_float64(pred_boxes) or not _exact_in_float64(gt_boxes):
+        return np.array([[iou(p, g) for g in gt_boxes] for p in pred_boxes], dtype=np.float64).reshape(
+            len(pred_boxes), len(gt_boxes)
+        )
+    return _vectorised_iou(np.array(pred_boxes, dtype=np.float64).reshape(-1, 4),
+                           np.array(gt_boxes, dtype=np.float64).reshape(-1, 4))
+
+
+def _vectorised_iou(p: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """:func:`iou` over arrays, the same operations in the same order."""
+    p, g = p[:, None, :], g[None, :, :]
+    with np.errstate(all="ignore"):
+        ix1, iy1 = np.maximum(p[..., 0], g[..., 0]), np.maximum(p[..., 1], g[..., 1])
+        ix2, iy2 = np.minimum(p[..., 2] - 1, g[..., 2] - 1), np.minimum(p[..., 3] - 1, g[..., 3] - 1)
+        overlaps = (ix1 < ix2) & (iy1 < iy2)
+        inter = np.where(overlaps, (ix2 - ix1 + 1) * (iy2 - iy1 + 1), 0.0)
+        union = (p[..., 2] - p[..., 0]) * (p[..., 3] - p[..., 1]) + (g[..., 2] - g[..., 0]) * (g[..., 3] - g[..., 1]) - inter
+        value = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+    return np.where(np.isfinite(value), value, 0.0)
+
+
+def greedy_match(pred_boxes: list, gt_boxes: list, threshold: float) -> list[tuple[int, int, float]]:
+    """Greedy matching: ``(pred, gt, iou)`` in the order the pairs are taken.
+
+    ``pred_boxes[i]`` is None for a prediction without a valid box (it matches nothing, as
+    ``threshold > 0``). Taking repeatedly the best remaining pair is the same as walking all pairs
+    at or above the threshold sorted by (-IoU, pred, gt) and keeping those whose ends are both
+    still free; pairs below the threshold are never taken.
+    """
+    valid = [i for i, box in enumerate(pred_boxes) if box is not None]
+    if not valid or not gt_boxes:
+        return []
+    rows_per_block = max(1, _ROWS_ELEMENTS // len(gt_boxes))
+    cand_pred, cand_gt, cand_iou = [], [], []
+    for start in range(0, len(valid), rows_per_block):
+        block = valid[start:start + rows_per_block]
+        matrix = iou_matrix([pred_boxes[i] for i in block], gt_boxes)
+        rows, cols = np.nonzero(matrix >= threshold)  # row-major: sorted by (pred, gt)
+        cand_pred.append(np.asarray(block, dtype=np.int64)[rows])
+        cand_gt.append(cols)
+        cand_iou.append(matrix[rows, cols])
+    preds, gts, ious = np.concatenate(cand_pred), np.concatenate(cand_gt), np.concatenate(cand_iou)
+    order = np.argsort(-ious, kind="stable")  # stable keeps (pred, gt) order among equal IoUs
+    matched_pred, matched_gt, matches = set(), set(), []
+    limit = min(len(valid), len(gt_boxes))
+    for k in order.tolist():
+        p, g = int(preds[k]), int(gts[k])
+        if p in matched_pred or g in matched_gt:
+            continue
+        matched_pred.add(p)
+        matched_gt.add(g)
+        matches.append((p, g, float(ious[k])))
+        if len(matches) == limit:
+            break
+    return matches
+
+
+def _box_and_label(item) -> tuple:
+    if not isinstance(item, dict):
+        return None, ""
+    label = item.get("label")
+    return valid_box(item.get("bbox_2d")), label if isinstance(label, str) else ""
+
+
+def weighted_sum(
+    parsed: ParsedCompletion,
+    truth: GroundTruth,
+    alpha: float = DEFAULTS["alpha"],
+    beta: float = DEFAULTS["beta"],
+    gamma: float = DEFAULTS["gamma"],
+    iou_threshold: float = DEFAULTS["iou_threshold"],
+) -> WeightedSumResult:
+    """weighted_sum of one sample, with the matches that produced it."""
+    if truth.ws_is_none:
+        return WeightedSumResult(1.0 if parsed.ws_normalised == "none" else 0.0, "none")
+    preds, gts = parsed.ws_items, truth.ws_items
+    if not gts:
+        return WeightedSumResult(0.0 if preds else 1.0, "no_gt_boxes", len(preds), 0)
+    if not preds:
+        return WeightedSumResult(0.0, "no_predictions", 0, len(gts))
+    pred_boxes, pred_labels = zip(*(_box_and_label(item) for item in preds))
+    gt_boxes = [tuple(item["bbox_2d"]) for item in gts]  # validated by ground_truth
+    gt_labels = [item["label"] for item in gts]
+    matches = tuple(
+        Match(p, g, value, pred_labels[p] == gt_labels[g])
+        for p, g, value in greedy_match(list(pred_boxes), gt_boxes, iou_threshold)
+    )
+    n_pred, n_gt = len(preds), len(gts)
+    position = sum(m.iou if m.labels_equal else 0.0 for m in matches) / n_gt
+    label = sum(1 for m in matches if m.labels_equal) / n_gt
+    miss = (n_gt - len(matches)) / n_gt
+    false_alarm = (n_pred - len(matches)) / n_pred
+    completeness = 1 - (miss + false_alarm) / 2
+    value = (alpha * position + beta * label + gamma * completeness) / (alpha + beta + gamma)
+    parts = {"position": position, "label": label, "miss": miss, "false_alarm": false_alarm,
+             "completeness": completeness}
+    return WeightedSumResult(value, "matched", n_pred, n_gt, matches, parts)
+
+
+def shared_result(inp: RewardInput) -> WeightedSumResult:
+    """The sample's weighted_sum with the request's parameters, computed once (cosine reuses it)."""
+    params = {**DEFAULTS, **inp.params_of("weighted_sum")}
+    return inp.shared("weighted_sum", lambda i: weighted_sum(i.parsed, i.truth, **params))
+
+
+def score(inp: RewardInput) -> float:
+    return shared_result(inp).value

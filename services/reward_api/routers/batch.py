@@ -1,0 +1,260 @@
+"""Request-level logic shared by /v1/score and /v1/openrlhf: validate, resolve, score, total.
+
+Everything here is synchronous and runs in the worker's batch thread (routers/deps.BatchRunner):
+parsing a 32 MiB body is CPU work too, and must not stall the event loop. The reward math is the
+engine's; this module only checks the request against the registry and assembles the answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from shared.contract import OpenRLHFRequest, OpenRLHFResponse, Sample, ScoreRequest
+
+from .. import metrics
+from ..engine import registry
+from ..engine.scoring import score_batch
+from ..settings import Settings
+
+MAX_LISTED = 20  # a message lists at most this many fields or sample indexes
+# Trailing end-of-text tokens a trainer may leave on an OpenRLHF query (Qwen, Llama 2/3, Phi).
+END_TOKENS = ("<|endoftext|>", "<|im_end|>", "</s>", "<|eot_id|>", "<|end|>")
+
+
+class RequestError(Exception):
+    """The request itself is wrong (4xx, never retried); ``detail`` names the field."""
+
+    def __init__(self, detail: str, status_code: int = 422, headers: dict | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.status_code = status_code
+        self.headers = headers
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a request will compute: resolved rewards, their weights, their params."""
+
+    rewards: tuple  # engine ResolvedReward, in the order requested
+    weights: dict[str, float]
+    params: dict[str, dict[str, float]]
+
+    @property
+    def names(self) -> list[str]:
+        return [r.name for r in self.rewards]
+
+
+# ---------------------------------------------------------------- validation
+
+
+def parse_body(model: type[BaseModel], body: bytes) -> Any:
+    """The body validated by pydantic-core's own JSON parser (no intermediate dicts): wrong types,
+    non-UTF-8 bytes, over-deep nesting and non-objects all come back as a 422 naming the field."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        raise RequestError(validation_message(exc)) from None
+
+
+def validation_message(exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    parts = [f"{field_path(e['loc'])}: {e['msg']}" for e in errors[:MAX_LISTED]]
+    if len(errors) > MAX_LISTED:
+        parts.append(f"and {len(errors) - MAX_LISTED} more errors")
+    return "; ".join(parts)
+
+
+def field_path(loc: tuple) -> str:
+    """('samples', 3, 'completion') -> 'samples[3].completion'; () -> 'body'."""
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "body"
+
+
+def _listed(items: list) -> str:
+    shown = ", ".join(str(i) for i in items[:MAX_LISTED])
+    return shown + (f" and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else "")
+
+
+# ---------------------------------------------------------------- planning
+
+
+def resolve(refs: list, field: str = "rewards") -> tuple:
+    try:
+        resolved = tuple(registry.resolve_rewards(refs))
+    except (registry.UnknownReward, registry.UnknownVersion) as exc:
+        raise RequestError(f"{field}: {exc}") from None
+    names = [r.name for r in resolved]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise RequestError(f"{field}: reward {_listed(twice)} requested more than once (aliases included)")
+    return resolved
+
+
+def resolve_weights(rewards: tuple, refs: list, given: dict[str, float] | None, base: dict[str, float]):
+    """Weights keyed by canonical name. A key may be the canonical name or the spelling requested."""
+    weights = {r.name: base.get(r.name, 1.0) for r in rewards}
+    spelling = {r.name: r.name for r in rewards}
+    for ref, r in zip(refs, rewards):
+        spelling[ref if isinstance(ref, str) else ref["name"]] = r.name
+    for key, value in (given or {}).items():
+        if key not in spelling:
+            raise RequestError(
+                f"weights.{key}: not a requested reward (requested: {', '.join(weights)})"
+            )
+        weights[spelling[key]] = value
+    return weights
+
+
+def check_params(rewards: tuple, params: dict | None) -> dict:
+    try:
+        return registry.validate_params(params or {}, rewards)
+    except registry.ParamsError as exc:
+        raise RequestError(f"params: {exc}") from None
+
+
+def _refs(rewards: list | None) -> list | None:
+    if rewards is None:
+        return None
+    return [r if isinstance(r, str) else r.model_dump(exclude_none=True) for r in rewards]
+
+
+def plan_request(request: ScoreRequest, settings: Settings, defaults: Plan) -> Plan:
+    if len(request.samples) > settings.max_samples:
+        raise RequestError(
+            f"samples: {len(request.samples)} samples is more than the limit of {settings.max_samples} "
+            f"per request (REWARD_API_MAX_SAMPLES); split the batch"
+        )
+    refs = _refs(request.rewards)
+    if refs is None:
+        rewards, refs, base = defaults.rewards, list(defaults.names), defaults.weights
+    else:
+        rewards, base = resolve(refs), {}
+    plan = Plan(rewards, resolve_weights(rewards, refs, request.weights, base), check_params(rewards, request.params))
+    check_completion_tokens(plan, request.samples)
+    return plan
+
+
+def check_completion_tokens(plan: Plan, samples: list[Sample]) -> None:
+    needing = [r.name for r in plan.rewards if r.needs_completion_tokens]
+    if not needing:
+        return
+    missing = [i for i, s in enumerate(samples) if s.completion_tokens is None]
+    if missing:
+        raise RequestError(
+            f"samples[].completion_tokens: required by {', '.join(needing)}, missing for sample(s) {_listed(missing)}"
+        )
+
+
+def resolve_default_rewards(settings: Settings) -> Plan:
+    refs = list(settings.default_rewards)
+    rewards = resolve(refs, "default rewards")
+    weights = resolve_weights(rewards, refs, settings.weights, {})
+    return Plan(rewards, weights, check_params(rewards, {}))
+
+
+# ---------------------------------------------------------------- scoring
+
+
+def totals(plan: Plan, values: dict[str, list], n: int) -> list[float | None]:
+    """Σ weight × value per sample; None when any requested reward is None for that sample."""
+    out: list[float | None] = []
+    columns = [(plan.weights[name], values[name]) for name in plan.names]
+    for i in range(n):
+        total = 0.0
+        for weight, column in columns:
+            value = column[i]
+            if value is None:
+                total = None
+                break
+            total += weight * value
+        out.append(total)
+    return out
+
+
+def score_samples(endpoint: str, samples: list[Sample], plan: Plan, explain: bool):
+    scores = score_batch(samples, plan.rewards, plan.params, explain)
+    metrics.observe_batch(endpoint, len(samples), scores.values, scores.error_reasons, scores.stats)
+    return scores, totals(plan, scores.values, len(samples))
+
+
+def score_body(body: bytes, settings: Settings, defaults: Plan) -> bytes:
+    """POST /v1/score, all of it but the I/O: body bytes in, response bytes out."""
+    request = parse_body(ScoreRequest, body)
+    plan = plan_request(request, settings, defaults)
+    scores, total = score_samples("/v1/score", request.samples, plan, request.explain)
+    return orjson.dumps({
+        "rewards": {name: scores.values[name] for name in plan.names},
+        "total": total,
+        "versions": {r.name: r.version for r in plan.rewards},
+        "errors": scores.errors,
+        "ids": [s.id for s in request.samples],
+        "details": scores.details if request.explain else None,
+    })
+
+
+# ---------------------------------------------------------------- OpenRLHF
+
+
+def strip_prompt(query: str, prompt: str, index: int) -> str:
+    if not query.startswith(prompt):
+        raise RequestError(f"query[{index}]: does not start with prompts[{index}], so the completion is unknown")
+    return trim_end_tokens(query[len(prompt):])
+
+
+def trim_end_tokens(text: str) -> str:
+    """Drop trailing end-of-text tokens (and the white space between them). White space the model
+    wrote before the first of them stays: it is part of what the format reward judges."""
+    while True:
+        stripped = text.rstrip()
+        token = next((t for t in END_TOKENS if stripped.endswith(t)), None)
+        if token is None:
+            return text
+        text = stripped[: -len(token)]
+
+
+def openrlhf_body(body: bytes, settings: Settings, defaults: Plan) -> bytes:
+    request = parse_body(OpenRLHFRequest, body)
+    if len(request.query) > settings.max_samples:
+        raise RequestError(f"query: {len(request.query)} samples is more than the limit of "
+                           f"{settings.max_samples} per request (REWARD_API_MAX_SAMPLES)")
+    samples = [
+        Sample(completion=strip_prompt(q, p, i), solution=label)
+        for i, (q, p, label) in enumerate(zip(request.query, request.prompts, request.labels))
+    ]
+    check_completion_tokens(defaults, samples)
+    scores, total = score_samples("/v1/openrlhf", samples, defaults, False)
+    failed = [(i, e) for i, e in enumerate(scores.errors) if e is not None]
+    if failed:
+        # OpenRLHF has no way to carry "not scored"; a 0 would silently train on a wrong reward.
+        reasons = "; ".join(f"labels[{i}]: {e}" for i, e in failed[:MAX_LISTED])
+        raise RequestError(f"samples {_listed([i for i, _ in failed])} cannot be scored: {reasons}")
+    response = OpenRLHFResponse(rewards=total, scores=total, extra_logs={n: scores.values[n] for n in defaults.names})
+    return orjson.dumps(response.model_dump())
+
+
+# ---------------------------------------------------------------- readiness
+
+_PROBE_BOX = '[{"bbox_2d": [10, 20, 110, 220], "label": "cat"}]'
+_PROBE = Sample(
+    completion=f"<think>one cat</think><answer>```json\n{_PROBE_BOX}\n```</answer>",
+    solution=f"<answer>```json\n{_PROBE_BOX}\n```</answer>",
+)
+
+
+def self_test() -> str | None:
+    """Score a sample whose rewards are known (format 1, exact box ap 1); None when right."""
+    try:
+        plan = Plan(resolve(["format", "ap"]), {"format": 1.0, "ap": 1.0}, {})
+        scores = score_batch([_PROBE], plan.rewards, plan.params, False)
+        got = {name: scores.values[name][0] for name in plan.names}
+    except Exception as exc:  # readiness reports the failure; it must not crash the probe
+        return f"self-test failed: {type(exc).__name__}: {exc}"
+    if got != {"format": 1.0, "ap": 1.0}:
+        return f"self-test scored {got}, expected format 1.0 and ap 1.0"
+    return None

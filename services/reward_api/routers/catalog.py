@@ -1,0 +1,22 @@
+"""GET /v1/rewards: what the server computes, and its default reward set and weights."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from ..engine import registry
+
+router = APIRouter(tags=["rewards"])
+
+
+@router.get("/rewards")
+async def rewards(request: Request) -> dict:
+    defaults = request.app.state.defaults
+    return {
+        "rewards": registry.catalogue(),
+        "defaults": {
+            "rewards": defaults.names,
+            "weights": defaults.weights,
+            "versions": {r.name: r.version for r in defaults.rewards},
+        },
+    }

@@ -1,0 +1,195 @@
+"""TRL GRPO reward functions served by the reward service.
+
+    client = AsyncRewardClient(["http://rm-0:8000", "http://rm-1:8000"])
+    reward_funcs = make_reward_functions(client, ["format", "od_length", "ap"])
+    trainer = GRPOTrainer(..., reward_funcs=reward_funcs, args=GRPOConfig(reward_weights=[1, 1, 0]))
+
+How TRL 1.16 calls them (``GRPOTrainer._calculate_rewards``): every reward function gets the same
+keyword arguments for one generation batch: ``prompts``, ``completions`` (strings, or for a
+conversational dataset lists of ``{"role", "content"}`` messages), ``completion_ids`` (token ids
+per completion), every dataset column but prompt/completion (so ``solution``), and
+``trainer_state``/``log_extra``/``log_metric``. Async functions are gathered concurrently on the
+trainer's own event loop thread, so the client is used from that loop only. A ``None`` reward
+becomes NaN in TRL, and a row where every function gave NaN is left out of the group baseline with
+advantage 0: the right treatment for a sample the service could not score (never a 0 reward).
+The metric name is the function's ``__name__``: ``rewards/<name>/mean``.
+
+One request per batch: the functions of one `make_reward_functions` call share a `_BatchScorer`.
+The first function called for a batch starts the request; the others find it by the batch's
+content fingerprint and await the same answer. Keying by content (not by ``id()`` of TRL's lists,
+which Python reuses) is safe even when two batches are identical, since identical samples get
+identical scores; an entry is dropped once every function has taken its values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.client import AsyncRewardClient, RewardsArg, RewardServiceError
+from shared.contract import RewardRef, ScoreResponse
+
+RewardFunction = Callable[..., Any]
+
+# Entries of batches some function never asked for (a caller using only part of the list) are
+# dropped beyond this many, so nothing grows without bound.
+_MAX_PENDING_BATCHES = 16
+
+
+def make_reward_functions(
+    client: AsyncRewardClient,
+    rewards: RewardsArg,
+    weights: Mapping[str, float] | None = None,
+    params: Mapping[str, Mapping[str, float]] | None = None,
+    solution_column: str = "solution",
+    on_scored: Callable[[ScoreResponse], None] | None = None,
+) -> list[RewardFunction]:
+    """One async TRL reward function per reward (``__name__`` = the reward's name), all served by one
+    HTTP request per generation batch. ``weights`` only shape the service's ``total``, which TRL does
+    not read: weight the functions with ``GRPOConfig.reward_weights``. ``on_scored`` gets each batch's
+    full answer once (errors, versions, total), e.g. for logging. A service failure beyond the client's
+    retries raises `RewardServiceError` out of the trainer step: training stops, no reward is made up."""
+    if rewards is None or isinstance(rewards, str) or not list(rewards):
+        raise ValueError("rewards must be a non-empty list of reward names (or {'name', 'version'} refs)")
+    names = [_reward_name(r) for r in rewards]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise ValueError(f"each reward may be asked for once, got {', '.join(duplicated)} twice")
+    scorer = _BatchScorer(client, list(rewards), names, weights, params, solution_column, on_scored)
+    return [scorer.function_for(name) for name in names]
+
+
+def completion_text(completion: Any) -> str:
+    """The text to score: a plain completion as is; a conversational one (a list of messages) by its
+    last assistant message, whose content may be a string or a list of ``{"type": "text"}`` parts."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, list):
+        replies = [m for m in completion if isinstance(m, Mapping) and m.get("role", "assistant") == "assistant"]
+        if not replies:
+            raise TypeError(f"conversational completion without an assistant message: {completion!r:.200}")
+        return _message_text(replies[-1].get("content"))
+    raise TypeError(f"completion must be a string or a list of messages, got {type(completion).__name__}")
+
+
+def _message_text(content: Any) -> str:
+    if content is None:  # a message that only calls a tool
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = (part.get("text", "") for part in content if isinstance(part, Mapping) and part.get("type") == "text")
+        return "".join(texts)
+    raise TypeError(f"message content must be a string or a list of parts, got {type(content).__name__}")
+
+
+def _reward_name(reward: str | RewardRef | Mapping[str, Any]) -> str:
+    if isinstance(reward, str):
+        return reward
+    if isinstance(reward, RewardRef):
+        return reward.name
+    return str(reward["name"])
+
+
+@dataclass
+class _PendingBatch:
+    task: asyncio.Future[ScoreResponse]
+    served: set[str] = field(default_factory=set)
+
+
+class _BatchScorer:
+    def __init__(
+        self,
+        client: AsyncRewardClient,
+        rewards: list,
+        names: list[str],
+        weights: Mapping[str, float] | None,
+        params: Mapping[str, Mapping[str, float]] | None,
+        solution_column: str,
+        on_scored: Callable[[ScoreResponse], None] | None,
+    ) -> None:
+        self.client, self.rewards, self.names = client, rewards, names
+        self.weights, self.params = weights, params
+        self.solution_column, self.on_scored = solution_column, on_scored
+        self._pending: dict[str, _PendingBatch] = {}
+
+    def function_for(self, name: str) -> RewardFunction:
+        async def reward_function(
+            prompts: Sequence[Any] | None = None,
+            completions: Sequence[Any] | None = None,
+            completion_ids: Sequence[Sequence[int]] | None = None,
+            **columns: Any,
+        ) -> list[float | None]:
+            if completions is None:
+                raise TypeError(f"reward function {name!r} needs completions=")
+            response = await self.scores(name, completions, completion_ids, columns)
+            return self._values(response, name)
+
+        reward_function.__name__ = reward_function.__qualname__ = name
+        reward_function.__doc__ = f"The reward service's {name!r} reward (one request shared by {self.names})."
+        return reward_function
+
+    async def scores(
+        self, name: str, completions: Sequence[Any], completion_ids: Sequence[Sequence[int]] | None, columns: dict
+    ) -> ScoreResponse:
+        samples = self._samples(completions, completion_ids, columns)
+        key = _fingerprint(samples)
+        entry = self._pending.get(key)
+        if entry is None or name in entry.served:  # a new batch (possibly with the same content)
+            entry = _PendingBatch(asyncio.ensure_future(self._score(samples)))
+            self._pending[key] = entry
+            self._forget_oldest()
+        entry.served.add(name)
+        if len(entry.served) == len(self.names):
+            self._pending.pop(key, None)
+        # shield: one awaiting function being cancelled must not cancel the others' request.
+        return await asyncio.shield(entry.task)
+
+    async def _score(self, samples: list[dict]) -> ScoreResponse:
+        response = await self.client.score(samples, rewards=self.rewards, weights=self.weights, params=self.params)
+        if self.on_scored is not None:
+            self.on_scored(response)
+        return response
+
+    def _samples(
+        self, completions: Sequence[Any], completion_ids: Sequence[Sequence[int]] | None, columns: dict
+    ) -> list[dict]:
+        if self.solution_column not in columns:
+            raise KeyError(
+                f"the dataset has no column {self.solution_column!r} for the ground truth; "
+                f"the reward functions received: {sorted(columns)}"
+            )
+        solutions = columns[self.solution_column]
+        n = len(completions)
+        if len(solutions) != n or (completion_ids is not None and len(completion_ids) != n):
+            raise ValueError("completions, completion_ids and the solution column differ in length")
+        samples = []
+        for i, completion in enumerate(completions):
+            sample = {"completion": completion_text(completion), "solution": solutions[i]}
+            if completion_ids is not None:  # the token count `cosine` needs
+                sample["completion_tokens"] = len(completion_ids[i])
+            samples.append(sample)
+        return samples
+
+    def _values(self, response: ScoreResponse, name: str) -> list[float | None]:
+        if name in response.rewards:
+            return list(response.rewards[name])
+        # The server may answer under the canonical name of an alias (odLength -> od_length); it
+        # answers the requested rewards in request order, so the position identifies it.
+        answered = list(response.rewards)
+        if len(answered) == len(self.names):
+            return list(response.rewards[answered[self.names.index(name)]])
+        raise RewardServiceError(f"the service answered rewards {answered}, not the requested {self.names}")
+
+    def _forget_oldest(self) -> None:
+        while len(self._pending) > _MAX_PENDING_BATCHES:
+            self._pending.pop(next(iter(self._pending)))
+
+
+def _fingerprint(samples: list[dict]) -> str:
+    text = json.dumps(samples, sort_keys=True, ensure_ascii=False, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -1,0 +1,681 @@
+"""Clients of the reward service: `RewardClient` (sync) and `AsyncRewardClient` (asyncio), on httpx.
+
+Both split a large batch into chunks of at most ``max_batch_size`` samples, spread the chunks over
+the base URLs round-robin (concurrently for the async client), fail over to the next URL when one
+is down, retry what is transient and merge the chunks' answers back into the caller's order.
+
+The retry policy lives in one place, as pure objects with no I/O: `BackoffPolicy` (how long to
+wait), `UrlPool` (which URLs are cooling down, shared by every call of one client) and
+`AttemptPlan` (one logical request's walk over URLs and retries). The two clients only drive a
+plan: send, classify the answer with `read_answer`, report back, sleep where the plan says.
+
+What is retried: connection errors, timeouts, dropped connections, 429, 5xx, and a 2xx answer that
+is not what the contract promises (unreadable JSON, lists not aligned with the samples sent): a
+server fault. What is not: any other 4xx, raised at once as `RewardRequestError` with the server's
+message. After the last attempt, `RewardServiceError` says which URLs were tried, how often, and
+the last status or exception. The client never invents a reward: there is no default value, no 0
+for a failure; a sample the server could not score keeps its ``None``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import ValidationError
+
+from shared.contract import API_PREFIX, RewardRef, Sample, ScoreRequest, ScoreResponse
+
+T = TypeVar("T")
+
+SCORE_PATH = f"{API_PREFIX}/score"
+REWARDS_PATH = f"{API_PREFIX}/rewards"
+EVALUATE_PATH = f"{API_PREFIX}/evaluate"
+READY_PATH = "/readyz"
+
+RewardsArg = Sequence[str | RewardRef | Mapping[str, Any]] | None
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One failed attempt, as reported in `RewardServiceError`."""
+
+    url: str
+    status: int | None  # None: no HTTP answer (connection error, timeout, dropped connection)
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.url}: {self.reason}"
+
+
+class RewardServiceError(Exception):
+    """The service could not give an answer: after the last retry, or a fault that cannot be retried.
+
+    ``attempts`` lists every failed attempt (URL, status, reason), oldest first.
+    """
+
+    def __init__(self, message: str, attempts: Sequence[AttemptRecord] = ()) -> None:
+        super().__init__(message)
+        self.attempts = list(attempts)
+
+    @property
+    def last_status(self) -> int | None:
+        return self.attempts[-1].status if self.attempts else None
+
+
+class RewardRequestError(RewardServiceError):
+    """The request itself is wrong (a 4xx other than 429, or a sample that fails validation here).
+
+    Never retried: sending it again cannot help. ``detail`` is the server's message.
+    """
+
+    def __init__(self, message: str, *, status: int | None, detail: str, url: str | None = None) -> None:
+        attempts = [AttemptRecord(url, status, detail)] if url else []
+        super().__init__(message, attempts)
+        self.status = status
+        self.detail = detail
+        self.url = url
+
+
+# --------------------------------------------------------------------------------------------
+# The retry policy (pure: no I/O, no sleeping; the clock and the random source are injected)
+
+
+@dataclass(frozen=True)
+class BackoffPolicy:
+    """Exponential backoff with full jitter: before retry r, wait uniform(0, min(cap, base * 2**(r-1)))."""
+
+    max_retries: int = 5
+    base: float = 0.25
+    cap: float = 10.0
+    rng: Callable[[], float] = field(default=random.random, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.max_retries < 0 or self.base < 0 or self.cap < 0:
+            raise ValueError("max_retries, backoff_base and backoff_max must be >= 0")
+
+    def ceiling(self, retry: int) -> float:
+        """The largest wait before retry number ``retry`` (1-based)."""
+        return min(self.cap, self.base * 2 ** (retry - 1))
+
+    def jitter(self, retry: int) -> float:
+        # Full jitter: clients that failed together do not come back together.
+        return self.rng() * self.ceiling(retry)
+
+
+class UrlPool:
+    """The base URLs and what this client has learnt about each; shared by every call of one client,
+    so a URL found down is skipped by the next chunks too instead of costing each a failed attempt.
+
+    Two kinds of "not now": a URL that asked for time (Retry-After) is *blocked* until then: it is
+    not asked earlier, even if it is the only one. A URL that just failed otherwise is *suspect* for
+    a while: another URL is preferred, but if all are suspect it is retried after the plan's backoff.
+    """
+
+    def __init__(self, urls: Sequence[str], clock: Callable[[], float] = time.monotonic) -> None:
+        if not urls:
+            raise ValueError("at least one base URL is needed")
+        self.urls = list(urls)
+        self._clock = clock
+        self._blocked_until = [0.0] * len(urls)
+        self._suspect_until = [0.0] * len(urls)
+        self._failures = [0] * len(urls)
+        self._next_start = 0
+        self._lock = threading.Lock()  # the sync client may be shared by threads
+
+    def next_start(self) -> int:
+        """Round-robin start index: consecutive calls and chunks begin on different URLs."""
+        with self._lock:
+            start = self._next_start
+            self._next_start = (start + 1) % len(self.urls)
+            return start
+
+    def pick(self, preferred: int) -> tuple[int, float]:
+        """(index, wait): from ``preferred`` on, the first healthy URL, else the first not blocked,
+        else the one unblocked soonest and how long until then."""
+        now = self._clock()
+        order = [(preferred + k) % len(self.urls) for k in range(len(self.urls))]
+        unblocked = [i for i in order if self._blocked_until[i] <= now]
+        healthy = [i for i in unblocked if self._suspect_until[i] <= now]
+        if healthy or unblocked:
+            return (healthy or unblocked)[0], 0.0
+        soonest = min(order, key=lambda i: self._blocked_until[i])
+        return soonest, self._blocked_until[soonest] - now
+
+    def failed(self, index: int, retry_after: float | None, suspect_for: float) -> None:
+        with self._lock:
+            now = self._clock()
+            self._failures[index] += 1
+            self._suspect_until[index] = max(self._suspect_until[index], now + suspect_for)
+            if retry_after is not None:
+                self._blocked_until[index] = max(self._blocked_until[index], now + retry_after)
+
+    def consecutive_failures(self, index: int) -> int:
+        return self._failures[index]
+
+    def succeeded(self, index: int) -> None:
+        with self._lock:
+            self._failures[index] = 0
+            self._suspect_until[index] = 0.0
+
+
+@dataclass(frozen=True)
+class Attempt:
+    number: int  # 1 = first try
+    url: str
+    delay: float  # seconds to wait before sending
+
+
+@dataclass(frozen=True)
+class RetryEvent:
+    """Given to the ``on_retry`` hook before each retry (the trainer counts them as a metric)."""
+
+    method: str
+    path: str
+    attempt: int  # the number of the attempt about to be made (2 = first retry)
+    url: str  # where it goes
+    delay: float  # seconds it waits first
+    failed: AttemptRecord  # what went wrong with the previous attempt
+
+
+class TransientFailure(Exception):
+    """An answer (or no answer) worth another try."""
+
+    def __init__(self, status: int | None, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.status, self.reason, self.retry_after = status, reason, retry_after
+
+
+class AttemptPlan:
+    """One logical request's walk over the URLs: where each attempt goes, how long it waits first,
+    and when to give up. Pure; the client drives it:
+
+        attempt = plan.next_attempt()   # raises RewardServiceError when the budget is spent
+        ... wait attempt.delay, send to attempt.url ...
+        plan.succeeded() | plan.failed(TransientFailure(...))
+    """
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        pool: UrlPool,
+        policy: BackoffPolicy,
+        start: int,
+        on_retry: Callable[[RetryEvent], None] | None = None,
+    ) -> None:
+        self.method, self.path = method, path
+        self._pool, self._policy, self._on_retry = pool, policy, on_retry
+        self._preferred = start
+        self._current: int | None = None
+        self.failures: list[AttemptRecord] = []
+
+    def next_attempt(self) -> Attempt:
+        number = len(self.failures) + 1
+        if number > self._policy.max_retries + 1:
+            raise self._exhausted()
+        index, wait = self._pool.pick(self._preferred)
+        self._current = index
+        delay = wait if number == 1 else max(wait, self._policy.jitter(number - 1))
+        attempt = Attempt(number, self._pool.urls[index], delay)
+        if number > 1 and self._on_retry is not None:
+            self._on_retry(RetryEvent(self.method, self.path, number, attempt.url, delay, self.failures[-1]))
+        return attempt
+
+    def failed(self, failure: TransientFailure) -> None:
+        index = self._require_current()
+        self.failures.append(AttemptRecord(self._pool.urls[index], failure.status, failure.reason))
+        # Retry-After is the server's own word on when to come back. Besides, a URL that failed is
+        # avoided for an exponentially growing while (keyed on its consecutive failures), so a dead
+        # replica stops costing every chunk a connection attempt.
+        suspect_for = self._policy.ceiling(self._pool.consecutive_failures(index) + 1)
+        self._pool.failed(index, failure.retry_after, suspect_for)
+        self._preferred = (index + 1) % len(self._pool.urls)  # fail over: next URL first
+
+    def succeeded(self) -> None:
+        self._pool.succeeded(self._require_current())
+
+    def _require_current(self) -> int:
+        if self._current is None:
+            raise RuntimeError("next_attempt() must be called first")
+        return self._current
+
+    def _exhausted(self) -> RewardServiceError:
+        urls = list(dict.fromkeys(record.url for record in self.failures))
+        last = self.failures[-1]
+        lines = [
+            f"{self.method} {self.path} failed after {len(self.failures)} attempts "
+            f"(max_retries={self._policy.max_retries}) on {', '.join(urls)}; "
+            f"last: {last.url}: {last.reason}",
+            "attempts:",
+            *(f"  {n}. {record}" for n, record in enumerate(self.failures, 1)),
+        ]
+        return RewardServiceError("\n".join(lines), self.failures)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading answers (pure)
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date; None if absent or unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:  # RFC 9110 dates are GMT
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - (now or datetime.now(timezone.utc))).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def error_detail(response: httpx.Response) -> str:
+    """The server's message from an error body (``{"detail": str | [validation errors]}``), else the raw text."""
+    try:
+        detail = response.json()["detail"]
+    except (ValueError, KeyError, TypeError):
+        return response.text.strip()[:500] or response.reason_phrase
+    if isinstance(detail, list):  # FastAPI validation errors: name the field of each
+        return "; ".join(_format_validation_item(item) for item in detail)
+    return str(detail)
+
+
+def _format_validation_item(item: Any) -> str:
+    if not isinstance(item, dict):
+        return str(item)
+    location = ".".join(str(part) for part in item.get("loc", ()))
+    message = item.get("msg", item)
+    return f"{location}: {message}" if location else str(message)
+
+
+def read_answer(response: httpx.Response, read: Callable[[Any], T]) -> T:
+    """Classify one HTTP answer: the value ``read`` makes of a good body, or raise.
+
+    Raises TransientFailure (retry it), RewardRequestError (the request is wrong) or
+    RewardServiceError (an answer no retry will change, e.g. a redirect to somewhere else).
+    """
+    status = response.status_code
+    if status == 429 or status >= 500:
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        raise TransientFailure(status, f"HTTP {status}: {error_detail(response)}", retry_after)
+    if 400 <= status < 500:
+        detail = error_detail(response)
+        url = str(response.request.url)
+        raise RewardRequestError(
+            f"{response.request.method} {url} was refused with HTTP {status}: {detail}",
+            status=status,
+            detail=detail,
+            url=url,
+        )
+    if not 200 <= status < 300:
+        record = AttemptRecord(str(response.request.url), status, f"unexpected HTTP {status}")
+        raise RewardServiceError(f"{record}: not a reward service answer", [record])
+    try:
+        return read(response.json())
+    except (ValueError, TypeError) as exc:  # bad JSON, wrong shape, lists not aligned: server fault
+        raise TransientFailure(status, f"HTTP {status} with an invalid body: {_short(exc)}") from exc
+
+
+def transport_failure(exc: httpx.RequestError) -> TransientFailure:
+    return TransientFailure(None, f"{type(exc).__name__}: {exc or 'no detail'}")
+
+
+def _short(exc: Exception, limit: int = 300) -> str:
+    text = str(exc)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _read_object(body: Any) -> dict:
+    if not isinstance(body, dict):
+        raise TypeError(f"expected a JSON object, got {type(body).__name__}")
+    return body
+
+
+# --------------------------------------------------------------------------------------------
+# Batches: building requests, splitting, merging (pure)
+
+
+def build_requests(
+    samples: Sequence[Sample | Mapping[str, Any]],
+    rewards: RewardsArg,
+    weights: Mapping[str, float] | None,
+    params: Mapping[str, Mapping[str, float]] | None,
+    explain: bool,
+    max_batch_size: int,
+) -> list[ScoreRequest]:
+    """Validate here (a wrong sample is the caller's error, named by its index) and split into chunks."""
+    try:
+        checked = [s if isinstance(s, Sample) else Sample.model_validate(s) for s in samples]
+        template = ScoreRequest(
+            samples=[], rewards=_reward_refs(rewards), weights=weights, params=params, explain=explain
+        )
+    except ValidationError as exc:
+        raise RewardRequestError(f"invalid score request: {exc}", status=None, detail=str(exc)) from exc
+    if not checked:  # an empty batch is valid: let the server answer it
+        return [template]
+    return [
+        template.model_copy(update={"samples": checked[i : i + max_batch_size]})
+        for i in range(0, len(checked), max_batch_size)
+    ]
+
+
+def _reward_refs(rewards: RewardsArg) -> list[str | RewardRef] | None:
+    if rewards is None:
+        return None
+    if isinstance(rewards, str):  # "ap" would otherwise become ["a", "p"]
+        return [rewards]
+    return [r if isinstance(r, (str, RewardRef)) else RewardRef.model_validate(r) for r in rewards]
+
+
+def request_body(request: ScoreRequest) -> dict[str, Any]:
+    body = request.model_dump(mode="json")
+    # Optional top-level fields left out rather than sent as null: the server's defaults apply.
+    return {key: value for key, value in body.items() if value is not None}
+
+
+def response_reader(n_samples: int) -> Callable[[Any], ScoreResponse]:
+    def read(body: Any) -> ScoreResponse:
+        response = ScoreResponse.model_validate(body)
+        response.check_aligned(n_samples)  # a short list is a server fault: retried by the caller
+        return response
+
+    return read
+
+
+def merge_responses(parts: Sequence[ScoreResponse]) -> ScoreResponse:
+    """Concatenate chunk answers in chunk order. Chunks scored by different reward sets or versions
+    (a rolling deploy behind the URLs) cannot be merged into one consistent batch: that is an error."""
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    for part in parts[1:]:
+        if list(part.rewards) != list(first.rewards) or part.versions != first.versions:
+            raise RewardServiceError(
+                "chunks of one batch were scored differently: "
+                f"{dict(first.versions)} vs {dict(part.versions)} (rewards {list(first.rewards)} vs "
+                f"{list(part.rewards)}); are the base URLs running different service versions?"
+            )
+    with_details = all(part.details is not None for part in parts)
+    return ScoreResponse(
+        rewards={name: [v for part in parts for v in part.rewards[name]] for name in first.rewards},
+        total=[v for part in parts for v in part.total],
+        versions=dict(first.versions),
+        errors=[e for part in parts for e in part.errors],
+        ids=[i for part in parts for i in part.ids],
+        details=[d for part in parts for d in part.details] if with_details else None,  # type: ignore[union-attr]
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The clients
+
+
+class _ClientBase:
+    """What the sync and async clients share: settings, the URL pool, plans, request building."""
+
+    def __init__(
+        self,
+        base_urls: str | Sequence[str],
+        *,
+        token: str | None,
+        timeout: float,
+        max_batch_size: int,
+        max_retries: int,
+        backoff_base: float,
+        backoff_max: float,
+        on_retry: Callable[[RetryEvent], None] | None,
+    ) -> None:
+        urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1")
+        self.base_urls = [url.rstrip("/") for url in urls]
+        self.max_batch_size = max_batch_size
+        self.timeout = timeout
+        self.policy = BackoffPolicy(max_retries, backoff_base, backoff_max)
+        self.pool = UrlPool(self.base_urls)
+        self.on_retry = on_retry
+        self.retry_count = 0  # retries made by this client so far (all calls)
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def _plan(self, method: str, path: str, start: int | None = None) -> AttemptPlan:
+        first = self.pool.next_start() if start is None else start
+        return AttemptPlan(method, path, self.pool, self.policy, first, self._count_retry)
+
+    def _count_retry(self, event: RetryEvent) -> None:
+        self.retry_count += 1
+        if self.on_retry is not None:
+            self.on_retry(event)
+
+    def _score_requests(self, samples, rewards, weights, params, explain) -> list[ScoreRequest]:
+        return build_requests(samples, rewards, weights, params, explain, self.max_batch_size)
+
+
+class RewardClient(_ClientBase):
+    """Synchronous client. Chunks of a large batch go out one after the other, each starting on the
+    next base URL. Use as a context manager, or call close()."""
+
+    def __init__(
+        self,
+        base_urls: str | Sequence[str],
+        *,
+        token: str | None = None,
+        timeout: float = 60.0,
+        max_batch_size: int = 1024,
+        max_retries: int = 5,
+        backoff_base: float = 0.25,
+        backoff_max: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+        on_retry: Callable[[RetryEvent], None] | None = None,
+    ) -> None:
+        super().__init__(
+            base_urls,
+            token=token,
+            timeout=timeout,
+            max_batch_size=max_batch_size,
+            max_retries=max_retries,
+            backoff_base=backoff_base,
+            backoff_max=backoff_max,
+            on_retry=on_retry,
+        )
+        self._http = httpx.Client(headers=self._headers, timeout=timeout, transport=transport)
+
+    def score(
+        self,
+        samples: Sequence[Sample | Mapping[str, Any]],
+        rewards: RewardsArg = None,
+        weights: Mapping[str, float] | None = None,
+        params: Mapping[str, Mapping[str, float]] | None = None,
+        explain: bool = False,
+    ) -> ScoreResponse:
+        """Score ``samples``; every list of the answer is aligned with them, in their order."""
+        chunks = self._score_requests(samples, rewards, weights, params, explain)
+        return merge_responses([self._score_chunk(chunk) for chunk in chunks])
+
+    def rewards_catalogue(self) -> dict:
+        """GET /v1/rewards: the rewards the server computes, their versions, parameters, defaults."""
+        return self._call("GET", REWARDS_PATH, None, _read_object)
+
+    def evaluate(self, payload: Mapping[str, Any]) -> dict:
+        """POST /v1/evaluate with the same retries and failover; the payload is sent as is, unsplit."""
+        return self._call("POST", EVALUATE_PATH, dict(payload), _read_object)
+
+    def health(self) -> dict[str, bool]:
+        """Readiness of each base URL (GET /readyz answered 2xx). A probe: no retries."""
+        return {url: self._probe(url) for url in self.base_urls}
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> RewardClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _score_chunk(self, chunk: ScoreRequest) -> ScoreResponse:
+        return self._call("POST", SCORE_PATH, request_body(chunk), response_reader(len(chunk.samples)))
+
+    def _call(self, method: str, path: str, body: Any, read: Callable[[Any], T], start: int | None = None) -> T:
+        plan = self._plan(method, path, start)
+        while True:
+            attempt = plan.next_attempt()
+            if attempt.delay > 0:
+                time.sleep(attempt.delay)
+            try:
+                value = read_answer(self._http.request(method, attempt.url + path, json=body), read)
+            except httpx.RequestError as exc:
+                plan.failed(transport_failure(exc))
+            except TransientFailure as failure:
+                plan.failed(failure)
+            else:
+                plan.succeeded()
+                return value
+
+    def _probe(self, url: str) -> bool:
+        try:
+            return self._http.get(url + READY_PATH).is_success
+        except httpx.RequestError:
+            return False
+
+
+class AsyncRewardClient(_ClientBase):
+    """asyncio client with the same API as `RewardClient` (``async def``). The chunks of a large
+    batch are sent concurrently (at most ``max_concurrency`` at a time), spread over the base URLs.
+
+    It may be created anywhere but must be used from one event loop (httpx's connection pool
+    belongs to the loop that first uses it)."""
+
+    def __init__(
+        self,
+        base_urls: str | Sequence[str],
+        *,
+        token: str | None = None,
+        timeout: float = 60.0,
+        max_batch_size: int = 1024,
+        max_retries: int = 5,
+        backoff_base: float = 0.25,
+        backoff_max: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        on_retry: Callable[[RetryEvent], None] | None = None,
+        max_concurrency: int | None = None,
+    ) -> None:
+        super().__init__(
+            base_urls,
+            token=token,
+            timeout=timeout,
+            max_batch_size=max_batch_size,
+            max_retries=max_retries,
+            backoff_base=backoff_base,
+            backoff_max=backoff_max,
+            on_retry=on_retry,
+        )
+        # Bounded so that a huge batch does not queue past httpx's pool timeout; a few per URL
+        # keeps every replica's workers busy.
+        self.max_concurrency = max_concurrency or 4 * len(self.base_urls)
+        self._http = httpx.AsyncClient(headers=self._headers, timeout=timeout, transport=transport)
+
+    async def score(
+        self,
+        samples: Sequence[Sample | Mapping[str, Any]],
+        rewards: RewardsArg = None,
+        weights: Mapping[str, float] | None = None,
+        params: Mapping[str, Mapping[str, float]] | None = None,
+        explain: bool = False,
+    ) -> ScoreResponse:
+        """Score ``samples``; every list of the answer is aligned with them, in their order."""
+        chunks = self._score_requests(samples, rewards, weights, params, explain)
+        gate = asyncio.Semaphore(self.max_concurrency)
+
+        async def score_one(chunk: ScoreRequest) -> ScoreResponse:
+            async with gate:
+                return await self._score_chunk(chunk)
+
+        return merge_responses(await _gather_or_cancel([score_one(chunk) for chunk in chunks]))
+
+    async def rewards_catalogue(self) -> dict:
+        """GET /v1/rewards: the rewards the server computes, their versions, parameters, defaults."""
+        return await self._call("GET", REWARDS_PATH, None, _read_object)
+
+    async def evaluate(self, payload: Mapping[str, Any]) -> dict:
+        """POST /v1/evaluate with the same retries and failover; the payload is sent as is, unsplit."""
+        return await self._call("POST", EVALUATE_PATH, dict(payload), _read_object)
+
+    async def health(self) -> dict[str, bool]:
+        """Readiness of each base URL (GET /readyz answered 2xx). A probe: no retries."""
+        ready = await asyncio.gather(*(self._probe(url) for url in self.base_urls))
+        return dict(zip(self.base_urls, ready))
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncRewardClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def _score_chunk(self, chunk: ScoreRequest) -> ScoreResponse:
+        return await self._call("POST", SCORE_PATH, request_body(chunk), response_reader(len(chunk.samples)))
+
+    async def _call(
+        self, method: str, path: str, body: Any, read: Callable[[Any], T], start: int | None = None
+    ) -> T:
+        plan = self._plan(method, path, start)
+        while True:
+            attempt = plan.next_attempt()
+            if attempt.delay > 0:
+                await asyncio.sleep(attempt.delay)
+            try:
+                value = read_answer(await self._http.request(method, attempt.url + path, json=body), read)
+            except httpx.RequestError as exc:
+                plan.failed(transport_failure(exc))
+            except TransientFailure as failure:
+                plan.failed(failure)
+            else:
+                plan.succeeded()
+                return value
+
+    async def _probe(self, url: str) -> bool:
+        try:
+            return (await self._http.get(url + READY_PATH)).is_success
+        except httpx.RequestError:
+            return False
+
+
+async def _gather_or_cancel(coroutines: Sequence[Any]) -> list[Any]:
+    """asyncio.gather that cancels the other chunks when one fails: their answers would be thrown away."""
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+def iter_chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """Consecutive slices of at most ``size`` items (the CLI and adapters batch with it)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

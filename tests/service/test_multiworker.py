@@ -1,0 +1,70 @@
+"""Two worker processes: /metrics sums both, readiness counts both, promtool accepts the output."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import httpx
+import pytest
+
+from tests.support.servers import serving
+
+from .test_score import CAT, completion, solution
+
+
+def metric(text: str, name: str, labels: str) -> float:
+    series = f"{name}{{{labels}}}" if labels else name
+    match = re.search(rf"^{re.escape(series)} (\S+)$", text, re.MULTILINE)
+    assert match, f"{name}{{{labels}}} not in /metrics"
+    return float(match.group(1))
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory):
+    metrics_dir = tmp_path_factory.mktemp("prom")
+    (metrics_dir / "stale_counter_1.db").write_bytes(b"left over from an old run")  # must be cleaned
+    with serving(workers=2, env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+                                 "REWARD_API_LOG_LEVEL": "warning"}) as server:
+        yield server, metrics_dir
+
+
+def test_metrics_are_summed_over_both_workers(two_workers):
+    server, metrics_dir = two_workers
+    assert not (metrics_dir / "stale_counter_1.db").exists()
+    ready = httpx.get(server.url + "/readyz").json()
+    assert ready["workers"] == {"expected": 2, "started": 2}
+
+    # A fresh connection per request lets either worker accept it; keep going until both answered.
+    pids, healthz_calls = set(), 0
+    while len(pids) < 2 and healthz_calls < 400:
+        pids.add(httpx.get(server.url + "/healthz").json()["pid"])
+        healthz_calls += 1
+    assert len(pids) == 2, "one worker never answered"
+
+    sample = {"completion": completion([CAT]), "solution": solution([CAT])}
+    sent = 0
+    for n in range(1, 31):
+        answer = httpx.post(server.url + "/v1/score", json={"samples": [sample] * n, "rewards": ["ap", "format"]})
+        assert answer.status_code == 200
+        sent += n
+
+    text = httpx.get(server.url + "/metrics").text
+    assert metric(text, "reward_api_samples_total", 'endpoint="/v1/score"') == sent
+    assert metric(text, "reward_api_requests_total", 'endpoint="/healthz",status="200"') == healthz_calls
+    assert metric(text, "reward_api_requests_total", 'endpoint="/v1/score",status="200"') == 30
+    assert metric(text, "reward_api_reward_value_count", 'reward="ap"') == sent
+    assert metric(text, "reward_api_predicted_boxes_count", "") == sent
+    # both workers wrote their own files, which /metrics summed
+    writers = {path.name.rsplit("_", 1)[-1] for path in metrics_dir.glob("counter_*.db")}
+    assert {f"{pid}.db" for pid in pids} <= writers
+
+
+def test_promtool_accepts_the_exposition(two_workers):
+    server, _ = two_workers
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool missing: apt-get install -y prometheus"
+    text = httpx.get(server.url + "/metrics").text
+    checked = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -1,0 +1,272 @@
+"""VLM-R1 JSONL -> the dataset GRPOTrainer reads, with ground truth in the coordinates the model sees.
+
+A line: ``{"image": "a.jpg" | ["a.jpg", "b.jpg"], "conversations": [{"from": "human", "value":
+"<image>question"}, {"from": "gpt", "value": "<answer text>"}], "accu_reward_method": "od_ap"?}``.
+Several files are given as ``a.jsonl:b.jsonl`` with their image folders as ``imgs_a:imgs_b`` (one
+folder per file, or one folder for all), as in the reference implementation.
+
+Coordinates. Qwen2.5-VL does not see the image as stored: its processor resizes it to multiples of
+28 pixels with a pixel count within [min_pixels, max_pixels] (``smart_resize``), and the model
+answers in the pixels of that resized image. Ground-truth boxes in the data are in the original
+image's pixels. So each sample's boxes are scaled here, x by new_w/orig_w and y by new_h/orig_h,
+with the resized size computed by the processor's own ``smart_resize`` from its own settings; the
+service then compares like with like. The original text stays in the ``solution_original`` column.
+For a line with several images, boxes refer to the first image.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trainer import prompts
+
+# The reference's per-line accuracy methods, mapped to the service's reward names. A sample whose
+# line names no method (or "default") is scored with the run's default accuracy reward.
+ACCU_REWARD_METHODS: dict[str, str] = {
+    "od_ap": "ap",
+    "ap": "ap",
+    "od_ap50": "ap50",
+    "ap50": "ap50",
+    "odLength": "od_length",
+    "od_length": "od_length",
+    "weighted_sum": "weighted_sum",
+}
+
+
+class DataError(ValueError):
+    """A training line that cannot be used; the message names the file and line."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Ground truth
+
+
+def answer_body(text: str) -> str:
+    """The content of the last ``<answer>...</answer>`` block, stripped; the whole text without one."""
+    start = text.rfind("<answer>")
+    if start != -1:
+        end = text.find("</answer>", start)
+        if end != -1:
+            return text[start + len("<answer>") : end].strip()
+    return text.strip()
+
+
+def fenced_json(body: str) -> Any:
+    """The value of the last ```` ```json ... ``` ```` block of ``body``; ValueError if there is none."""
+    fence = body.rfind("```json")
+    if fence == -1:
+        raise ValueError("no ```json block and not None")
+    close = body.find("```", fence + len("```json"))
+    if close == -1:
+        raise ValueError("unterminated ```json block")
+    return json.loads(body[fence + len("```json") : close])
+
+
+def read_solution(text: str) -> list[dict]:
+    """The ground-truth text of a line as a list of ``{"bbox_2d": [x1, y1, x2, y2], "label": str}``.
+
+    The research's answer format (reward-spec.md, "Ground truth"): optionally inside
+    ``<answer>...</answer>``, the literal ``None`` (returns ``[]``) or a fenced ```` ```json [...] ``` ````
+    list. Raises ValueError when it is neither: the line is wrong, and training on it would give
+    rewards computed against nothing.
+    """
+    body = answer_body(text)
+    if body == "None":
+        return []
+    items = fenced_json(body)
+    if not isinstance(items, list):
+        raise ValueError(f"the ```json block holds a {type(items).__name__}, not a list")
+    out = []
+    for n, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("label"), str):
+            raise ValueError(f"item {n} is not an object with a string label: {item!r}")
+        box = item.get("bbox_2d")
+        if (
+            not isinstance(box, list)
+            or len(box) != 4
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
+        ):
+            raise ValueError(f"item {n} has no bbox_2d of 4 numbers: {item!r}")
+        out.append({"bbox_2d": [float(v) for v in box], "label": item["label"]})
+    return out
+
+
+def count_boxes(completion: str) -> int:
+    """How many items a completion's answer lists (0 without a readable list): for the training
+    curves only; every reward comes from the service."""
+    try:
+        items = fenced_json(answer_body(completion))
+    except ValueError:
+        return 0
+    return len(items) if isinstance(items, list) else 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Coordinates
+
+
+def resize_factor(image_processor: Any) -> int:
+    """The side multiple the Qwen2-VL image processor resizes to (patch_size * merge_size, 28)."""
+    return int(image_processor.patch_size) * int(image_processor.merge_size)
+
+
+def pixel_bounds(image_processor: Any) -> tuple[int, int]:
+    """(min_pixels, max_pixels) as the processor will use them."""
+    size = image_processor.size
+    get = size.get if isinstance(size, Mapping) else lambda key: getattr(size, key, None)
+    return int(get("shortest_edge")), int(get("longest_edge"))
+
+
+def resized_size(image_processor: Any, width: int, height: int) -> tuple[int, int]:
+    """(width, height) of the image the model sees, by the processor's own ``smart_resize``."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+    min_pixels, max_pixels = pixel_bounds(image_processor)
+    new_h, new_w = smart_resize(
+        height, width, factor=resize_factor(image_processor), min_pixels=min_pixels, max_pixels=max_pixels
+    )
+    return new_w, new_h
+
+
+def scale_boxes(items: Sequence[Mapping[str, Any]], original: tuple[int, int], resized: tuple[int, int]) -> list[dict]:
+    """Boxes from original-image pixels to resized-image pixels (x by new_w/orig_w, y by new_h/orig_h)."""
+    sx = resized[0] / original[0]
+    sy = resized[1] / original[1]
+    return [
+        {
+            "bbox_2d": [item["bbox_2d"][0] * sx, item["bbox_2d"][1] * sy, item["bbox_2d"][2] * sx, item["bbox_2d"][3] * sy],
+            "label": item["label"],
+        }
+        for item in items
+    ]
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) of an image file; reads the header only."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.size
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading VLM-R1 JSONL
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training line, resolved: image paths, question, ground truth in both coordinate spaces."""
+
+    image_paths: tuple[str, ...]
+    question: str  # without the <image> markers and without the question template
+    solution_original: str  # the line's answer text, original-image pixels
+    solution: list[dict]  # structured ground truth, resized-image pixels (what the service gets)
+    original_size: tuple[int, int]  # (w, h) of the first image
+    resized_size: tuple[int, int]
+    accu_reward: str | None  # the service reward named by the line's accu_reward_method, if any
+    source: str  # "file:line"
+
+
+def split_paths(value: str | Sequence[str]) -> list[str]:
+    """``a:b`` (the reference's separator) or a list, as a list of paths."""
+    if isinstance(value, str):
+        return [part for part in value.split(":") if part]
+    return [str(part) for part in value]
+
+
+def read_vlm_r1(
+    data_files: str | Sequence[str],
+    image_folders: str | Sequence[str],
+    image_processor: Any,
+    max_samples: int | None = None,
+) -> list[Example]:
+    files = split_paths(data_files)
+    folders = split_paths(image_folders) if image_folders else [""]
+    if len(folders) == 1:
+        folders = folders * len(files)
+    if len(folders) != len(files):
+        raise DataError(f"{len(files)} data files but {len(folders)} image folders: give one folder per file, or one")
+    examples: list[Example] = []
+    for path, folder in zip(files, folders):
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                source = f"{path}:{number}"
+                try:
+                    examples.append(_example(json.loads(line), folder, image_processor, source))
+                except DataError:
+                    raise
+                except (ValueError, KeyError, TypeError, OSError) as exc:
+                    raise DataError(f"{source}: {exc}") from exc
+                if max_samples is not None and len(examples) >= max_samples:
+                    return examples
+    if not examples:
+        raise DataError(f"no training lines in {', '.join(files)}")
+    return examples
+
+
+def _example(record: dict, folder: str, image_processor: Any, source: str) -> Example:
+    images = record["image"]
+    images = [images] if isinstance(images, str) else list(images)
+    if not images:
+        raise DataError(f"{source}: no image")
+    paths = tuple(str(Path(folder) / name) for name in images)
+    turns = {turn["from"]: turn["value"] for turn in record["conversations"]}
+    question = prompts.strip_image_placeholders(turns["human"])
+    answer = turns["gpt"]
+    method = record.get("accu_reward_method")
+    accu = None
+    if method not in (None, "default"):
+        if method not in ACCU_REWARD_METHODS:
+            raise DataError(
+                f"{source}: accu_reward_method {method!r} has no reward here; known: {', '.join(ACCU_REWARD_METHODS)}"
+            )
+        accu = ACCU_REWARD_METHODS[method]
+    try:
+        items = read_solution(answer)
+    except ValueError as exc:
+        raise DataError(f"{source}: unreadable ground truth ({exc}): {answer[:200]!r}") from exc
+    original = image_size(paths[0])
+    resized = resized_size(image_processor, *original)
+    return Example(paths, question, answer, scale_boxes(items, original, resized), original, resized, accu, source)
+
+
+def build_dataset(examples: Sequence[Example], template: str = "standard"):
+    """A ``datasets.Dataset`` for GRPOTrainer: ``prompt`` (conversational, text only: TRL inserts the
+    image parts), ``images`` (PIL, opened on access), ``solution`` (structured, resized pixels) and
+    the bookkeeping columns ``solution_original``, ``accu_reward``, ``original_size``, ``resized_size``."""
+    from datasets import Dataset
+
+    table = {
+        "prompt": [[{"role": "user", "content": prompts.apply_template(ex.question, template)}] for ex in examples],
+        "image_paths": [list(ex.image_paths) for ex in examples],
+        "solution_json": [json.dumps(ex.solution) for ex in examples],
+        "solution_original": [ex.solution_original for ex in examples],
+        "accu_reward": [ex.accu_reward or "" for ex in examples],
+        "original_size": [list(ex.original_size) for ex in examples],
+        "resized_size": [list(ex.resized_size) for ex in examples],
+    }
+    dataset = Dataset.from_dict(table)
+    dataset.set_transform(_load_images)
+    return dataset
+
+
+def _load_images(batch: dict[str, list]) -> dict[str, list]:
+    from PIL import Image
+
+    out = {key: value for key, value in batch.items() if key not in ("image_paths", "solution_json")}
+    out["images"] = [[_open_rgb(path, Image) for path in paths] for paths in batch["image_paths"]]
+    out["solution"] = [json.loads(text) for text in batch["solution_json"]]
+    out["accu_reward"] = [name or None for name in batch["accu_reward"]]
+    return out
+
+
+def _open_rgb(path: str, image_module: Any):
+    with image_module.open(path) as image:
+        return image.convert("RGB")

@@ -1,0 +1,151 @@
+"""Loading Qwen2.5-VL and its processor, and generating with it: shared by training and evaluation.
+
+The processor needs care on machines without torchvision: Qwen2.5-VL's processor has a video
+processor, which needs torchvision, and ``AutoProcessor.from_pretrained`` then silently returns the
+bare tokenizer (TRL later fails with ``KeyError: 'pixel_values'``). `load_processor` detects that and
+builds the processor from its image processor and tokenizer alone (`ImageOnlyQwen2_5_VLProcessor`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+# The language model's projections. With the vision tower frozen, LoRA must not attach to the vision
+# blocks' MLPs (they use the same names), hence a regex over module paths rather than bare names.
+LANGUAGE_LORA_TARGETS = r"^(?!.*visual).*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"
+
+
+def _image_only_processor_class():
+    from transformers import Qwen2_5_VLProcessor
+    from transformers.processing_utils import ProcessorMixin
+
+    class ImageOnlyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
+        """Qwen2.5-VL's processor without the video processor (which needs torchvision). Images and
+        text behave exactly as in the full processor; asking it for videos fails."""
+
+        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+            self.image_token = getattr(tokenizer, "image_token", None) or "<|image_pad|>"
+            self.video_token = getattr(tokenizer, "video_token", None) or "<|video_pad|>"
+            self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+            self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
+            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+
+    return ImageOnlyQwen2_5_VLProcessor
+
+
+def image_only_processor(image_processor: Any, tokenizer: Any, chat_template: str | None):
+    return _image_only_processor_class()(image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template)
+
+
+def _chat_template(path: Path, tokenizer: Any) -> str | None:
+    """The processor's chat template as saved in ``path`` (jinja or json file), else the tokenizer's."""
+    jinja = path / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    as_json = path / "chat_template.json"
+    if as_json.is_file():
+        return json.loads(as_json.read_text(encoding="utf-8"))["chat_template"]
+    return getattr(tokenizer, "chat_template", None)
+
+
+def load_processor(model_path: str, min_pixels: int | None = None, max_pixels: int | None = None):
+    """The model's processor with images resized within [min_pixels, max_pixels] (None: as saved)."""
+    from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
+
+    processor = None
+    try:
+        processor = AutoProcessor.from_pretrained(model_path)
+    except (ImportError, OSError, ValueError) as exc:
+        logger.info("AutoProcessor could not load %s (%s); building it without a video processor", model_path, exc)
+    if processor is None or not hasattr(processor, "image_processor"):
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        processor = image_only_processor(
+            AutoImageProcessor.from_pretrained(model_path), tokenizer, _chat_template(Path(model_path), tokenizer)
+        )
+    if min_pixels is not None or max_pixels is not None:
+        size = dict(processor.image_processor.size)
+        if min_pixels is not None:
+            size["shortest_edge"] = int(min_pixels)
+        if max_pixels is not None:
+            size["longest_edge"] = int(max_pixels)
+        processor.image_processor.size = size
+    return processor
+
+
+def load_model(model_path: str, dtype: str | None = None, attn_implementation: str | None = None):
+    """Qwen2.5-VL (any image-text-to-text model) for training or generation."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    kwargs: dict[str, Any] = {}
+    if dtype not in (None, "auto"):
+        kwargs["dtype"] = getattr(torch, dtype)
+    elif dtype == "auto":
+        kwargs["dtype"] = "auto"
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    return AutoModelForImageTextToText.from_pretrained(model_path, **kwargs)
+
+
+def vision_modules(model: Any) -> list:
+    """The vision tower (and its merger) of a Qwen2-VL style model."""
+    found = []
+    for name, module in model.named_modules():
+        if name.endswith("visual") and not any(name.startswith(f + ".") for f, _ in found):
+            found.append((name, module))
+    return [module for _, module in found]
+
+
+def freeze_vision(model: Any) -> int:
+    """Stop gradients into the vision tower; returns how many parameters were frozen."""
+    modules = vision_modules(model)
+    if not modules:
+        raise ValueError(f"{type(model).__name__} has no 'visual' module to freeze")
+    frozen = 0
+    for module in modules:
+        for parameter in module.parameters():
+            parameter.requires_grad_(False)
+            frozen += parameter.numel()
+    return frozen
+
+
+def chat_messages(question: str, n_images: int = 1) -> list[dict]:
+    """One user turn: the images, then the question (the layout TRL gives training prompts)."""
+    return [{"role": "user", "content": [*({"type": "image"} for _ in range(n_images)), {"type": "text", "text": question}]}]
+
+
+def generate(
+    model: Any,
+    processor: Any,
+    questions: Sequence[str],
+    images: Sequence[Sequence[Any]],
+    max_new_tokens: int = 1024,
+    do_sample: bool = False,
+    **generation_kwargs: Any,
+) -> list[str]:
+    """Answers of ``model`` to ``questions`` (templated already), each with its list of PIL images."""
+    import torch
+
+    texts = [
+        processor.apply_chat_template(chat_messages(q, len(imgs)), add_generation_prompt=True, tokenize=False)
+        for q, imgs in zip(questions, images, strict=True)
+    ]
+    flat_images = [image for imgs in images for image in imgs]
+    tokenizer = processor.tokenizer
+    previous_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        inputs = processor(text=texts, images=flat_images or None, return_tensors="pt", padding=True)
+    finally:
+        tokenizer.padding_side = previous_side
+    inputs = inputs.to(model.device)
+    with torch.inference_mode():
+        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=do_sample, **generation_kwargs)
+    new_tokens = output[:, inputs["input_ids"].shape[1] :]
+    return processor.batch_decode(new_tokens, skip_special_tokens=True)

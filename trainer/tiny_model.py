@@ -1,0 +1,239 @@
+"""A tiny, randomly initialised Qwen2.5-VL, built offline: ``python -m trainer.tiny_model OUT_DIR``.
+
+For tests, the demo and the GPU benchmark: the real architecture (vision tower, merger, M-RoPE
+language model), the real image processor, a byte-level BPE tokenizer trained here on the research's
+prompts with Qwen's special tokens and a Qwen2-VL chat template, a few hundred thousand parameters.
+``AutoModelForImageTextToText.from_pretrained(OUT_DIR)`` and ``AutoTokenizer``/``AutoImageProcessor``
+load it; ``trainer.model.load_processor(OUT_DIR)`` gives the processor (without a video processor
+where torchvision is missing, see trainer.model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from trainer import prompts
+
+SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+
+# Qwen2-VL's chat layout: a default system turn, images as <|vision_start|><|image_pad|><|vision_end|>
+# (the processor expands <|image_pad|> to one token per merged patch), turns closed by <|im_end|>.
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if loop.first and message['role'] != 'system' -%}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "{%- endif -%}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{%- if message['content'] is string -%}{{ message['content'] }}"
+    "{%- else -%}{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'image' or 'image' in part -%}<|vision_start|><|image_pad|><|vision_end|>"
+    "{%- elif part['type'] == 'text' -%}{{ part['text'] }}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "<|im_end|>\n"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}<|im_start|>assistant\n{%- endif -%}"
+)
+
+DEFAULT_MIN_PIXELS = 28 * 28 * 4
+DEFAULT_MAX_PIXELS = 28 * 28 * 16
+
+
+def corpus(seed: int = 0, n: int = 400) -> Iterator[str]:
+    """Text the tokenizer is trained on: the research's questions, templates and answers."""
+    from trainer.synthetic import COLOURS, SHAPES
+
+    rng = random.Random(seed)
+    labels = [f"{colour} {shape}" for colour in COLOURS for shape in SHAPES]
+    for _ in range(n):
+        asked = rng.sample(labels, rng.randint(1, 3))
+        question = (prompts.detection_question if rng.random() < 0.5 else prompts.ovd_question)(asked)
+        yield prompts.apply_template(question, rng.choice(["standard", "enhanced"]))
+        items = [
+            {"bbox_2d": sorted(rng.sample(range(0, 400), 2)) + sorted(rng.sample(range(0, 400), 2)), "label": label}
+            for label in asked[: rng.randint(0, len(asked))]
+        ]
+        yield f"<think> I see {', '.join(asked)}. </think><answer>{prompts.answer_text(items)}</answer>"
+
+
+def build_tokenizer(vocab_size: int = 512):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(corpus(), trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        model_max_length=32768,
+        extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>"},
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_config(tokenizer, hidden_size: int = 64, layers: int = 2, vision_hidden: int = 32):
+    from transformers import Qwen2_5_VLConfig
+
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
+    head_dim = hidden_size // 4
+    return Qwen2_5_VLConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": hidden_size,
+            "intermediate_size": 2 * hidden_size,
+            "num_hidden_layers": layers,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 4096,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 1000000.0,
+                # M-RoPE: head_dim / 2 rotary pairs over (time, height, width), in Qwen's 2:3:3 proportion
+                "mrope_section": [head_dim // 8, 3 * head_dim // 16, 3 * head_dim // 16],
+            },
+            "bos_token_id": ids["<|endoftext|>"],
+            "eos_token_id": ids["<|im_end|>"],
+            "pad_token_id": ids["<|endoftext|>"],
+            "tie_word_embeddings": False,
+        },
+        vision_config={
+            "depth": 2,
+            "hidden_size": vision_hidden,
+            "intermediate_size": 2 * vision_hidden,
+            "num_heads": 2,
+            "out_hidden_size": hidden_size,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "window_size": 112,
+            "fullatt_block_indexes": [1],
+        },
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False,
+    )
+
+
+def raise_end_of_text(model, end_ids: Sequence[int], rate: float, dim: int = 0) -> None:
+    """Make a random model end its answers at ``rate`` per token (instead of 1 / vocabulary size).
+
+    A random model's next-token distribution is nearly uniform, so it practically never samples an
+    end token within a short completion: every completion has the same length, every length-aware
+    reward (cosine) the same value, every GRPO advantage is 0 and nothing trains. Here one
+    embedding dimension is set to a constant, so the final hidden state always carries it, and only
+    the end tokens' output rows read that dimension. Everything else stays random. ``rate`` is
+    calibrated on random token streams; after a chat prompt the default 0.008 ends completions after
+    about 10 tokens, with a wide spread (1 to 32+)."""
+    import math
+
+    import torch
+
+    config = model.config.text_config
+    vocab = config.vocab_size
+    logit = math.log(rate / (1 - rate) * (vocab - len(end_ids)) / len(end_ids))
+    with torch.no_grad():
+        model.get_input_embeddings().weight[:, dim] = 25 * config.initializer_range
+        # What the final hidden state carries in that dimension, measured on random text.
+        probe = torch.randint(0, vocab, (4, 64), generator=torch.Generator().manual_seed(0))
+        carried = model.model.language_model(input_ids=probe).last_hidden_state[..., dim].mean().item()
+        head = model.get_output_embeddings().weight
+        head[:, dim] = 0.0
+        head[list(end_ids), dim] = logit / carried
+
+
+def build(
+    out_dir: str | Path,
+    seed: int = 0,
+    min_pixels: int = DEFAULT_MIN_PIXELS,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    eos_rate: float = 0.008,
+) -> Path:
+    """Write the tiny model, tokenizer, image processor and processor config to ``out_dir``."""
+    import torch
+    from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from trainer.model import image_only_processor
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer()
+    config = build_config(tokenizer)
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    raise_end_of_text(model, [config.text_config.eos_token_id, config.text_config.bos_token_id], eos_rate)
+    model.generation_config = GenerationConfig(
+        bos_token_id=config.text_config.bos_token_id,
+        eos_token_id=[config.text_config.eos_token_id, config.text_config.bos_token_id],
+        pad_token_id=config.text_config.pad_token_id,
+        do_sample=True,
+        temperature=1.0,
+    )
+    model.save_pretrained(out)
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=min_pixels, max_pixels=max_pixels)
+    processor = image_only_processor(image_processor, tokenizer, CHAT_TEMPLATE)
+    processor.save_pretrained(out)
+    tokenizer.save_pretrained(out)  # tokenizer_config.json carries the chat template too
+    # Name the standard processor class, so that where torchvision exists AutoProcessor builds the
+    # full Qwen2.5-VL processor from these files.
+    for name in ("processor_config.json", "tokenizer_config.json"):
+        path = out / name
+        if path.is_file():
+            data = json.loads(path.read_text())
+            if "processor_class" in data:
+                data["processor_class"] = "Qwen2_5_VLProcessor"
+                path.write_text(json.dumps(data, indent=2) + "\n")
+    return out
+
+
+def parameter_count(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainer.tiny_model", description=__doc__.split("\n\n")[0])
+    parser.add_argument("out_dir")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--min-pixels", type=int, default=DEFAULT_MIN_PIXELS)
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
+    args = parser.parse_args(argv)
+    out = build(args.out_dir, args.seed, args.min_pixels, args.max_pixels)
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(out)
+    print(f"tiny Qwen2.5-VL ({parameter_count(model):,} parameters) written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
