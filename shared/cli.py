@@ -7,7 +7,7 @@ Input: one JSON object per line, ``{"completion": str, "solution": str | [boxes]
 "id"?: str | int}``; blank lines are skipped. Every line is checked before anything is sent, and
 every bad line is reported with its number. Output: one line per sample, in input order,
 ``{"id", "rewards": {name: value | null}, "total", "error"}``. The summary (mean of each reward
-over the samples it scored, and the errors) goes to stdout, or to stderr when the results do.
+over the samples it scored, and the errors by line number) goes to stdout, or to stderr when the results do.
 
 Exit status: 0 scored (per-sample errors are reported, not fatal), 1 the service failed after its
 retries, 2 bad input or a request the service refused.
@@ -27,7 +27,7 @@ from typing import IO, Any
 
 from pydantic import ValidationError
 
-from shared.client import AsyncRewardClient, RewardRequestError, RewardServiceError, iter_chunks
+from shared.client import AsyncRewardClient, RewardRequestError, RewardServiceError
 from shared.contract import Sample, ScoreResponse
 
 MAX_REPORTED_BAD_LINES = 20
@@ -51,9 +51,11 @@ def parse_weights(text: str) -> dict[str, float]:
     return weights
 
 
-def read_samples(path: Path) -> list[Sample]:
-    """Every sample of a JSONL file; InputError naming each bad line (up to 20) otherwise."""
+def read_samples(path: Path) -> tuple[list[Sample], list[int]]:
+    """Every sample of a JSONL file and the line number of each; InputError naming each bad line
+    (up to 20) otherwise."""
     samples: list[Sample] = []
+    line_numbers: list[int] = []
     problems: list[str] = []
     with path.open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, 1):
@@ -61,13 +63,14 @@ def read_samples(path: Path) -> list[Sample]:
                 continue
             try:
                 samples.append(_parse_line(line))
+                line_numbers.append(number)
             except InputError as exc:
                 problems.append(f"{path}:{number}: {exc}")
     if problems:
         shown = problems[:MAX_REPORTED_BAD_LINES]
         more = len(problems) - len(shown)
         raise InputError("\n".join(shown + ([f"... and {more} more bad lines"] if more else [])))
-    return samples
+    return samples, line_numbers
 
 
 def _parse_line(line: str) -> Sample:
@@ -96,15 +99,15 @@ class Summary:
     errors: list[str] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
 
-    def add(self, response: ScoreResponse, first_index: int) -> None:
+    def add(self, response: ScoreResponse, line_numbers: Sequence[int]) -> None:
         columns = {**response.rewards, "total": response.total}
         for name, values in columns.items():
             present = [v for v in values if v is not None]
             self.sums[name] = self.sums.get(name, 0.0) + sum(present)
             self.scored[name] = self.scored.get(name, 0) + len(present)
-        for offset, error in enumerate(response.errors):
+        for line, error in zip(line_numbers, response.errors):
             if error is not None:
-                self.errors.append(f"sample {first_index + offset + 1}: {error}")
+                self.errors.append(f"line {line}: {error}")
         self.count += len(response.total)
         self.versions.update(response.versions)
 
@@ -132,7 +135,9 @@ def result_lines(samples: Sequence[Sample], response: ScoreResponse) -> Iterable
         yield json.dumps(row, ensure_ascii=False) + "\n"
 
 
-async def score_file(args: argparse.Namespace, samples: list[Sample], out: IO[str]) -> Summary:
+async def score_file(
+    args: argparse.Namespace, samples: list[Sample], line_numbers: list[int], out: IO[str]
+) -> Summary:
     summary = Summary()
     async with AsyncRewardClient(
         args.url, token=args.token, timeout=args.timeout, max_batch_size=args.batch_size, max_retries=args.max_retries
@@ -140,12 +145,11 @@ async def score_file(args: argparse.Namespace, samples: list[Sample], out: IO[st
         # Hand the client several requests' worth at a time so it can spread them over the URLs,
         # while results are still written as they come rather than all at the end.
         group = args.batch_size * client.max_concurrency
-        done = 0
-        for chunk in iter_chunks(samples, group):
+        for start in range(0, len(samples), group):
+            chunk = samples[start : start + group]
             response = await client.score(chunk, rewards=args.rewards, weights=args.weights, params=args.params)
             out.writelines(result_lines(chunk, response))
-            summary.add(response, done)
-            done += len(chunk)
+            summary.add(response, line_numbers[start : start + group])
     return summary
 
 
@@ -202,13 +206,13 @@ def _positive(text: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        samples = read_samples(args.file)
+        samples, line_numbers = read_samples(args.file)
     except (InputError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = args.out.open("w", encoding="utf-8") if args.out else sys.stdout
     try:
-        summary = asyncio.run(score_file(args, samples, out))
+        summary = asyncio.run(score_file(args, samples, line_numbers, out))
     except RewardRequestError as exc:
         print(f"error: the service refused the request: {exc}", file=sys.stderr)
         return 2

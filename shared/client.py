@@ -25,7 +25,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, TypeVar
@@ -674,8 +674,3 @@ async def _gather_or_cancel(coroutines: Sequence[Any]) -> list[Any]:
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
 
-
-def iter_chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    """Consecutive slices of at most ``size`` items (the CLI and adapters batch with it)."""
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

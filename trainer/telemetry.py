@@ -65,13 +65,17 @@ class Telemetry:
 
             self.server, _thread = start_http_server(port, registry=self.registry)
         # Plain numbers for the summary (the Prometheus objects are for scraping).
-        self.requests = 0
+        self.requests = 0  # answered
+        self.failed_requests = 0  # gave up (RewardServiceError and the like)
         self.request_total_s = 0.0
         self.retry_count = 0
         self.wait_total_s = 0.0
 
-    def observe_request(self, seconds: float) -> None:
-        self.requests += 1
+    def observe_request(self, seconds: float, ok: bool = True) -> None:
+        if ok:
+            self.requests += 1
+        else:
+            self.failed_requests += 1
         self.request_total_s += seconds
         self.request_seconds.observe(seconds)
 
@@ -102,9 +106,12 @@ def timed_client_class():
         async def score(self, *args: Any, **kwargs: Any):
             start = time.perf_counter()
             try:
-                return await super().score(*args, **kwargs)
-            finally:
-                self.telemetry.observe_request(time.perf_counter() - start)
+                response = await super().score(*args, **kwargs)
+            except BaseException:
+                self.telemetry.observe_request(time.perf_counter() - start, ok=False)
+                raise
+            self.telemetry.observe_request(time.perf_counter() - start)
+            return response
 
     return TimedAsyncRewardClient
 
@@ -125,7 +132,7 @@ class TelemetryCallback(TrainerCallback):
         self._wait_at_step_start = 0.0
         self.status = "running"
         self.error: str | None = None
-        self.last_logs: dict[str, float] = {}
+        self.log_history: list[dict] = []
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._train_start = time.perf_counter()
@@ -144,7 +151,9 @@ class TelemetryCallback(TrainerCallback):
         for key, value in (logs or {}).items():
             if key.startswith("rewards/") and key.endswith("/mean"):
                 self.telemetry.reward_mean.labels(reward=key[len("rewards/") : -len("/mean")]).set(value)
-        self.last_logs = {k: v for k, v in (logs or {}).items() if isinstance(v, (int, float))}
+        numbers = {k: v for k, v in (logs or {}).items() if isinstance(v, (int, float))}
+        if any(key.startswith("rewards/") for key in numbers):
+            self.log_history.append({"step": state.global_step, **numbers})
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.status == "running":
@@ -177,10 +186,11 @@ class TelemetryCallback(TrainerCallback):
             "reward_wait_share": wait_s / step_s if step_s else None,
             "steady_reward_wait_share": steady_wait / steady_s if steady_s else None,
             "reward_requests": t.requests,
+            "reward_requests_failed": t.failed_requests,
             "reward_request_seconds_mean": t.request_total_s / t.requests if t.requests else None,
             "reward_retries": t.retry_count,
             "rewards": self.reward_names,
-            "last_logs": self.last_logs,
+            "log_history": self.log_history,
             "per_step": self.steps,
         }
 

@@ -40,17 +40,17 @@ SPECIAL_TOKENS = [
 CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
     "{%- if loop.first and message['role'] != 'system' -%}"
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}"
     "{%- endif -%}"
-    "<|im_start|>{{ message['role'] }}\n"
+    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
     "{%- if message['content'] is string -%}{{ message['content'] }}"
     "{%- else -%}{%- for part in message['content'] -%}"
-    "{%- if part['type'] == 'image' or 'image' in part -%}<|vision_start|><|image_pad|><|vision_end|>"
+    "{%- if part['type'] == 'image' or 'image' in part -%}{{ '<|vision_start|><|image_pad|><|vision_end|>' }}"
     "{%- elif part['type'] == 'text' -%}{{ part['text'] }}{%- endif -%}"
     "{%- endfor -%}{%- endif -%}"
-    "<|im_end|>\n"
+    "{{ '<|im_end|>\\n' }}"
     "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}<|im_start|>assistant\n{%- endif -%}"
+    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
 )
 
 DEFAULT_MIN_PIXELS = 28 * 28 * 4
@@ -152,8 +152,8 @@ def raise_end_of_text(model, end_ids: Sequence[int], rate: float, dim: int = 0) 
     reward (cosine) the same value, every GRPO advantage is 0 and nothing trains. Here one
     embedding dimension is set to a constant, so the final hidden state always carries it, and only
     the end tokens' output rows read that dimension. Everything else stays random. ``rate`` is
-    calibrated on random token streams; after a chat prompt the default 0.008 ends completions after
-    about 10 tokens, with a wide spread (1 to 32+)."""
+    calibrated on random token streams; in GRPO on the synthetic prompts the default 0.06 gives
+    completions of 2 to 32 tokens, averaging about 12."""
     import math
 
     import torch
@@ -176,7 +176,7 @@ def build(
     seed: int = 0,
     min_pixels: int = DEFAULT_MIN_PIXELS,
     max_pixels: int = DEFAULT_MAX_PIXELS,
-    eos_rate: float = 0.008,
+    eos_rate: float = 0.06,
 ) -> Path:
     """Write the tiny model, tokenizer, image processor and processor config to ``out_dir``."""
     import torch

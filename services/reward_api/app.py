@@ -39,7 +39,7 @@ def resolve_defaults(settings: Settings):
     try:
         return resolve_default_rewards(settings)
     except RequestError as exc:
-        raise SettingsError(f"REWARD_API_DEFAULT_REWARDS / DEFAULT_WEIGHTS: {exc.detail}") from None
+        raise SettingsError(f"REWARD_API_DEFAULT_REWARDS: {exc.detail}") from None
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

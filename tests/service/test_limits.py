@@ -52,7 +52,7 @@ def test_chunked_body_under_the_limit_is_scored(client):
                           "rewards": ["ap"]}).encode()
     answer = client.post("/v1/score", content=iter([payload[:10], payload[10:]]),
                          headers={"content-type": "application/json"})
-    assert answer.status_code == 200 and answer.json()["rewards"]["ap"] == [1.0]
+    assert answer.status_code == 200 and answer.json()["rewards"]["ap"] == [pytest.approx(1.0, abs=1e-12)]
 
 
 def _nested(depth: int) -> str:

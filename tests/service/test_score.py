@@ -67,14 +67,14 @@ def test_weights_and_aliases(client):
     samples = [{"completion": completion([CAT, CAT]), "solution": solution([CAT])}]
     got = post_score(client, {"samples": samples, "rewards": ["format", "odLength"],
                               "weights": {"format": 0.25, "odLength": 2.0}})
-    assert got.rewards == {"format": [1.0], "od_length": [pytest.approx(0.5)]}
+    assert got.rewards == {"format": [1.0], "od_length": [pytest.approx(0.5, abs=1e-12)]}
     assert got.total == [pytest.approx(0.25 * 1.0 + 2.0 * 0.5)]
 
 
 def test_pinned_version(client):
     got = post_score(client, {"samples": [{"completion": completion([CAT]), "solution": solution([CAT])}],
                               "rewards": [{"name": "ap", "version": "1"}]})
-    assert got.versions == {"ap": "1"} and got.rewards["ap"] == [1.0]
+    assert got.versions == {"ap": "1"} and got.rewards["ap"] == [pytest.approx(1.0, abs=1e-12)]
 
 
 def test_unreadable_solution_is_null_and_others_are_scored(client):
@@ -84,9 +84,9 @@ def test_unreadable_solution_is_null_and_others_are_scored(client):
         {"completion": completion([CAT]), "solution": [{"bbox_2d": [1, 2, 3, 4]}]},  # no label
     ]
     got = post_score(client, {"samples": samples, "rewards": ["format", "ap"]})
-    assert got.rewards["ap"] == [None, 1.0, None]
+    assert got.rewards["ap"] == [None, pytest.approx(1.0, abs=1e-12), None]
     assert got.rewards["format"] == [None, 1.0, None]  # a sample is scored whole or not at all
-    assert got.total == [None, 2.0, None]
+    assert got.total == [None, pytest.approx(2.0, abs=1e-12), None]
     assert got.errors[1] is None
     assert got.errors[0] and got.errors[2]
 

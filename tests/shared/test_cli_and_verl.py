@@ -44,8 +44,8 @@ def test_cli_scores_a_file_in_batches_and_summarises(service, faulty, dead_url, 
     assert [row["total"] for row in rows] == expected["total"]
     assert rows[3]["error"] and rows[3]["total"] is None and rows[0]["error"] is None
     ap = [v for v in expected["rewards"]["ap"] if v is not None]
-    assert f"ap      mean {sum(ap) / len(ap):.4f}  (4 scored)" in done.stdout
-    assert "errors: 1" in done.stdout and "sample 4:" in done.stdout
+    assert f"  ap      mean {sum(ap) / len(ap):.4f}  (4 scored)" in done.stdout
+    assert "errors: 1" in done.stdout and "line 5: solution item 0" in done.stdout  # line 3 is blank
     assert all(len(r.json()["samples"]) <= 2 for r in faulty.seen("/v1/score"))
 
 

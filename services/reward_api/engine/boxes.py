@@ -16,8 +16,16 @@ Box = tuple[Any, Any, Any, Any]  # the four numbers exactly as parsed (int or fl
 __all__ = ["Box", "is_finite_number", "valid_box", "box_problem"]
 
 
+_EXACT_INT = 2**53  # ints this small are finite as doubles without trying the conversion
+
+
 def is_finite_number(value: Any) -> bool:
     """True for an int or float (not bool) that is finite as a double."""
+    kind = type(value)
+    if kind is float:  # the common cases first: this runs for every coordinate of every box
+        return math.isfinite(value)
+    if kind is int and -_EXACT_INT <= value <= _EXACT_INT:
+        return True
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     if isinstance(value, int):
@@ -35,8 +43,9 @@ def box_problem(value: Any) -> str | None:
         return "is not a list" if value is not None else "is missing"
     if len(value) != 4:
         return f"has {len(value)} numbers, not 4"
-    if not all(is_finite_number(v) for v in value):
-        return "holds something that is not a finite number"
+    for v in value:
+        if not is_finite_number(v):
+            return "holds something that is not a finite number"
     x1, y1, x2, y2 = value
     if x2 < x1 or y2 < y1:
         return "is inverted (x2 < x1 or y2 < y1)"

@@ -205,7 +205,7 @@ def _evaluate(gt, gc, dt, dc, valid, scores, cats) -> ImageEval:
     n_dt, n_gt = len(dc), len(gc)
     if scores is None:
         scores = np.ones(n_dt)
-    all_valid = bool(valid.all())
+    all_valid = np.count_nonzero(valid) == n_dt
     if not all_valid:
         dt = np.where(valid[:, None], dt, 0.0)  # invalid: a zero-area box, matched to nothing below
 
@@ -216,7 +216,7 @@ def _evaluate(gt, gc, dt, dc, valid, scores, cats) -> ImageEval:
     gw, gh = gx2 - gx, gy2 - gy
     dt_area, gt_area = dw * dh, gw * gh
     gt_ignored = (gt_area < AREA_RNG[0]) | (gt_area > AREA_RNG[1])
-    any_gt_ignored = bool(gt_ignored.any())
+    any_gt_ignored = np.count_nonzero(gt_ignored) > 0
 
     matched = ignored = np.zeros((_T, n_dt), dtype=bool)
     if n_dt and n_gt:
@@ -224,20 +224,14 @@ def _evaluate(gt, gc, dt, dc, valid, scores, cats) -> ImageEval:
         allowed = dc[:, None] == gc
         if not all_valid:
             allowed &= valid[:, None]
-        cand = allowed & (iou >= _MATCH_THRS[:, None, None])  # (T, D, G)
-        if cand[0].any():  # thresholds only rise: nothing at the lowest means nothing at all
-            # evaluateImg's preference among a detection's free candidates: non-ignored gts first
-            # (it sorts ignored ones last and stops there once it holds a match), then higher IoU.
-            # IoUs here are >= 0 and < 2, so their IEEE bit patterns order like the values and stay
-            # below 2**62, leaving bit 62 for the tier: one exact integer key.
-            key = iou.view(np.int64)
-            key = key + np.where(gt_ignored, 0, _TIER_BIT) if any_gt_ignored else key + _TIER_BIT
-            match = _greedy_match(cand, key)
+        allowed &= iou >= _MATCH_THRS[0]  # thresholds only rise: the loosest candidate set
+        if np.count_nonzero(allowed):
+            match = _greedy_match(iou, allowed, gt_ignored if any_gt_ignored else None)
             matched = match >= 0
             if any_gt_ignored:  # a detection matched to an ignored gt is ignored
                 ignored = matched & gt_ignored[match]
     out_of_range = (dt_area < AREA_RNG[0]) | (dt_area > AREA_RNG[1])
-    if out_of_range.any():  # unmatched detections outside the area range are ignored
+    if np.count_nonzero(out_of_range):  # unmatched detections outside the area range are ignored
         ignored = ignored | (~matched & out_of_range)
     return ImageEval(
         dt_cats=dc,
@@ -258,33 +252,42 @@ def _rank_within(groups: np.ndarray) -> np.ndarray:
     return rank
 
 
-def _greedy_match(cand: np.ndarray, key: np.ndarray) -> np.ndarray:
-    """pycocotools' greedy matching at every IoU threshold at once.
+def _greedy_match(iou: np.ndarray, cand0: np.ndarray, gt_ignored: np.ndarray | None) -> np.ndarray:
+    """pycocotools' greedy matching at every IoU threshold at once; (T, D) matched gt index or -1.
 
-    cand (T, D, G): detection d may match gt g at threshold t. key (D, G): larger = preferred by d;
-    on equal keys the later gt wins (evaluateImg replaces its running match when ``iou >= best``).
-    Detections go in order; each takes its preferred still-free candidate. Returns (T, D) matched
-    gt index or -1.
-
-    Instead of one Python step per detection, each round settles every detection whose choice can
-    no longer change: d's preferred free gt p is final when no earlier unsettled detection could
-    still take p (free gts only disappear, so p stays d's best). The earliest unsettled detection is
-    always final, so rounds terminate; when no gt is wanted by two detections there is one round.
+    iou (D, G); cand0 (D, G): may match at the lowest threshold (same category, valid, IoU >= .5);
+    gt_ignored (G,) or None when no gt is ignored. evaluateImg lets each detection in turn take,
+    among its still-free candidates, a non-ignored gt before an ignored one (it sorts ignored gts
+    last and stops there once it holds a match), then the highest IoU, then the later gt (it
+    replaces its running match when ``iou >= best``).
     """
-    n_t, n_d, n_g = cand.shape
-    # Reversed gt order: argmax returns the first maximum, which is then the last gt.
-    cand = cand[:, :, ::-1]
+    n_d, n_g = iou.shape
+    if gt_ignored is None and np.add.reduce(cand0, axis=0).max() <= 1:
+        # No gt is wanted by two detections and all gts rank by IoU alone: at every threshold a
+        # detection gets its highest-IoU candidate if that clears the threshold, else nothing.
+        masked = np.where(cand0, iou, -1.0)[:, ::-1]  # reversed: argmax's first = the later gt
+        fav = masked.argmax(axis=1)
+        best = masked[np.arange(n_d), fav]
+        return np.where(best >= _MATCH_THRS[:, None], n_g - 1 - fav, -1)
+    cand = (cand0 & (iou >= _MATCH_THRS[:, None, None]))[:, :, ::-1]  # (T, D, G), gts reversed
+    # Preference as one exact integer: IoUs here are >= 0 and < 2, so their IEEE bit patterns
+    # order like the values and stay below 2**62, leaving bit 62 for "not ignored".
+    key = iou.view(np.int64) + (_TIER_BIT if gt_ignored is None else np.where(gt_ignored, 0, _TIER_BIT))
     key = key[:, ::-1]
-    has = cand.any(axis=2)
+    has = np.logical_or.reduce(cand, axis=2)
     pick = np.where(cand, key, -1).argmax(axis=2)  # (T, D) each detection's favourite
-    if cand[0].sum(axis=0).max() <= 1:  # no gt is wanted by two detections: favourites are final
-        return np.where(has, n_g - 1 - pick, -1)
-    match = _settle(cand, key, has.copy(), pick)
+    match = _settle(cand, key, has, pick)
     return np.where(match >= 0, n_g - 1 - match, -1)
 
 
 def _settle(cand: np.ndarray, key: np.ndarray, has: np.ndarray, pick: np.ndarray) -> np.ndarray:
-    """The contended case of _greedy_match: same arguments, (T, D) result with -1 for unmatched."""
+    """Greedy matching in rounds (gts reversed, as _greedy_match passes them); -1 = unmatched.
+
+    Instead of one Python step per detection, each round settles every detection whose choice can
+    no longer change: d's favourite free gt p is final when no earlier unsettled detection could
+    still take p (free gts only disappear, so p stays d's best). The earliest unsettled detection
+    is always final, so rounds terminate; without contention there is one round.
+    """
     n_t, n_d, n_g = cand.shape
     match = np.full((n_t, n_d), -1, dtype=np.int64)
     free = np.ones((n_t, n_g), dtype=bool)
@@ -299,8 +302,8 @@ def _settle(cand: np.ndarray, key: np.ndarray, has: np.ndarray, pick: np.ndarray
         match[tt, dd] = gg
         free[tt, gg] = False
         live = cand & free[:, None, :] & (has & ~final)[:, :, None]
-        has = live.any(axis=2)
-        if not has.any():
+        has = np.logical_or.reduce(live, axis=2)
+        if not np.count_nonzero(has):
             return match
         pick = np.where(live, key, -1).argmax(axis=2)
 
@@ -358,7 +361,7 @@ def _accumulate(images: list[ImageEval], cats: np.ndarray, trusted: bool = True)
         # One image's records are score-ordered within each category already.
         order = np.argsort(k_of, kind="stable") if len(images) == 1 else np.lexsort((-scores, k_of))
         k_of, matched, ignored = k_of[order], matched[:, order], ignored[:, order]
-    if ignored.any():
+    if np.count_nonzero(ignored):
         tps = matched & ~ignored
         fps = ~(matched | ignored)
     else:  # the common case: every detection is a true or a false positive
@@ -368,8 +371,7 @@ def _accumulate(images: list[ImageEval], cats: np.ndarray, trusted: bool = True)
 
     batches = _batches(n_dt, n_gt)
     if batches is None:  # every category in one padded batch
-        q, recall = _precision_recall(n_dt, n_gt, k_of, pos, tps, fps)
-        precision = q.transpose(0, 2, 1).copy()
+        precision, recall = _precision_recall(n_dt, n_gt, k_of, pos, tps, fps)
     else:
         precision = np.full((_T, _R, n_cat), -1.0)
         recall = np.full((_T, n_cat), -1.0)
@@ -379,10 +381,10 @@ def _accumulate(images: list[ImageEval], cats: np.ndarray, trusted: bool = True)
             sel = slot[k_of] >= 0
             fps_b = None if fps is None else fps[:, sel]
             q, rec = _precision_recall(n_dt[batch], n_gt[batch], slot[k_of[sel]], pos[sel], tps[:, sel], fps_b)
-            precision[:, :, batch] = q.transpose(0, 2, 1)
+            precision[:, :, batch] = q
             recall[:, batch] = rec
     absent = n_gt == 0
-    if absent.any():  # pycocotools skips these: they keep -1
+    if np.count_nonzero(absent):  # pycocotools skips these: they keep -1
         precision[:, :, absent] = -1.0
         recall[:, absent] = -1.0
     return Accumulated(cat_ids=cats, precision=precision, recall=recall)
@@ -406,7 +408,7 @@ def _batches(n_dt: np.ndarray, n_gt: np.ndarray) -> list[np.ndarray] | None:
 
 
 def _precision_recall(n_dt, n_gt, rows, cols, tps, fps) -> tuple[np.ndarray, np.ndarray]:
-    """Precision (T, K, R) at the recall thresholds and final recall (T, K) of K categories, laid
+    """Precision (T, R, K) at the recall thresholds and final recall (T, K) of K categories, laid
     side by side in padded (T, K, width) arrays. rows/cols place each detection (the columns of
     tps/fps, already in category-then-score order). Categories with n_gt 0 come out as junk that
     the caller replaces.
@@ -416,29 +418,34 @@ def _precision_recall(n_dt, n_gt, rows, cols, tps, fps) -> tuple[np.ndarray, np.
     gts = np.maximum(n_gt, 1)
     gts_list = gts.tolist()
     if width == 0:  # ground truth but no detection anywhere: precision and recall 0
-        return np.zeros((_T, n_k, _R)), np.zeros((_T, n_k))
+        return np.zeros((_T, _R, n_k)), np.zeros((_T, n_k))
     tp = np.zeros((_T, n_k, width), dtype=bool)
     tp[:, rows, cols] = tps
-    # Padding is neither tp nor fp: the cumulative counts stay flat past a category's end.
-    # Float cumulative sums of 0/1 are exact integers, as pycocotools' cumsum().astype(float).
-    tp_sum = np.cumsum(tp, axis=2, dtype=np.float64)
-    if fps is None:  # nothing ignored: fp + tp is the position + 1 (padding only gets smaller pr)
-        pr = tp_sum / (np.arange(1.0, width + 1) + _EPS)
+    # Padding is neither tp nor fp: the counts stay flat past a category's end. Float running sums
+    # of 0/1 are exact integers, as pycocotools' cumsum().astype(float).
+    tp_sum = np.add.accumulate(tp, axis=2, dtype=np.float64)
+    at = tp.ravel().nonzero()[0]  # flat positions of the true positives
+    row = at // width  # t * K + k
+    count = tp_sum.ravel()[at]  # j: this is the j-th true positive of its row
+    if fps is None:  # nothing ignored: fp + tp is the position + 1
+        seen = (at - row * width + 1).astype(np.float64)
     else:
         fp = np.zeros((_T, n_k, width), dtype=bool)
         fp[:, rows, cols] = fps
-        fp_sum = np.cumsum(fp, axis=2, dtype=np.float64)
-        pr = tp_sum / (fp_sum + tp_sum + _EPS)
-    # Precision envelope pr[i] = max(pr[i:]) (pycocotools' backwards loop); the flat padding repeats
-    # the last value, so it changes no maximum.
-    env = np.maximum.accumulate(pr[:, :, ::-1], axis=2)[:, :, ::-1]
-    # by_count[t, k, j]: the envelope where the tp count first reaches j (the j-th true positive;
-    # j = 0: the first detection), 0 where it never does (pycocotools' try/except leaves 0).
-    tt, kk, ii = np.nonzero(tp)
-    by_count = np.zeros((_T, n_k, max(gts_list) + 1))
-    by_count[tt, kk, tp_sum[tt, kk, ii].astype(np.intp)] = env[tt, kk, ii]
-    by_count[:, :, 0] = env[:, :, 0]
-    q = by_count[_T_INDEX3, np.arange(n_k)[:, None], _recall_steps(tuple(gts_list))]
+        seen = np.add.accumulate(fp, axis=2, dtype=np.float64).ravel()[at] + count
+    # pycocotools' precision envelope max(pr[i:]) read at the first position where the tp count
+    # reaches j: the j-th true positive (j >= 1) or the first detection (j = 0). pr only rises at a
+    # true positive (false positives lower it, ignored ones repeat it, before the first tp it is 0),
+    # so that maximum runs over the true positives alone: a reverse running max over j of
+    # pr_j = j / (fp + tp + eps), 0 past the last true positive (pycocotools' try/except leaves 0).
+    n_j = max(gts_list) + 1
+    by_count = np.zeros((_T, n_k, n_j))
+    by_count.ravel()[row * n_j + count.astype(np.intp)] = count / (seen + _EPS)
+    env = np.maximum.accumulate(by_count[:, :, ::-1], axis=2)  # index n_j - 1 - j holds j's value
+    # Gather straight into the (T, R, K) layout through flat indices (multi-axis fancy indexing
+    # and a transposed copy cost more than the arithmetic).
+    flat = (n_j - 1 - _recall_steps(tuple(gts_list))).T + np.arange(0, n_k * n_j, n_j)  # (R, K)
+    q = env.ravel()[flat + np.arange(0, _T * n_k * n_j, n_k * n_j)[:, None, None]]
     return q, tp_sum[:, :, -1] / gts  # recall = rc[-1] = tp / npig (0 without detections)
 
 
@@ -451,7 +458,10 @@ def _mean_valid(values: np.ndarray) -> float:
 
 def summarize(acc: Accumulated) -> tuple[float, float]:
     """(stats[0], stats[1]): mean precision over IoU .50:.95 and at IoU .50, area "all", maxDets 100."""
-    return _mean_valid(acc.precision), _mean_valid(acc.precision[0])
+    precision = acc.precision
+    if len(acc.cat_ids) and acc.recall[0].min() > -1:  # no -1 column: every element counts
+        return float(np.add.reduce(precision.ravel()) / precision.size), float(np.add.reduce(precision[0].ravel()) / precision[0].size)
+    return _mean_valid(precision), _mean_valid(precision[0])
 
 
 def single_image_ap(gt_boxes, gt_cats, dt_boxes, dt_cats, dt_valid) -> tuple[float, float]:

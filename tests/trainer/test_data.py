@@ -1,0 +1,112 @@
+"""Prompts, VLM-R1 JSONL reading and the coordinate conversion (no service, no training)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from trainer import data, prompts
+from trainer.model import load_processor
+
+
+@pytest.fixture(scope="module")
+def processor(tiny_model_dir):
+    return load_processor(str(tiny_model_dir), min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16)
+
+
+def test_processor_has_an_image_processor_without_torchvision(processor):
+    # AutoProcessor alone would give the bare tokenizer here (no video processor without torchvision).
+    assert hasattr(processor, "image_processor") and hasattr(processor, "tokenizer")
+    out = processor.apply_chat_template(
+        [[{"role": "user", "content": [{"type": "image", "image": Image.new("RGB", (100, 75))},
+                                       {"type": "text", "text": "hi"}]}]],
+        add_generation_prompt=True, tokenize=True, return_dict=True,
+    )
+    assert "pixel_values" in out and list(out["image_grid_thw"][0]) == [1, 6, 8]  # 84 x 112 after resize
+
+
+def test_boxes_are_scaled_to_the_image_the_model_sees(processor, tmp_path):
+    # 100 x 75 is off the 28 grid: smart_resize makes it 112 x 84 (w x h).
+    Image.new("RGB", (100, 75), "white").save(tmp_path / "a.png")
+    record = prompts.vlm_r1_record("a.png", prompts.detection_question(["red square"]),
+                                   [{"bbox_2d": [10, 15, 50, 60], "label": "red square"}])
+    (tmp_path / "train.jsonl").write_text(json.dumps(record) + "\n")
+    [example] = data.read_vlm_r1(str(tmp_path / "train.jsonl"), str(tmp_path), processor.image_processor)
+    assert example.original_size == (100, 75)
+    assert example.resized_size == (112, 84)
+    # The processor's own output agrees on the resized size (grid of 14-pixel patches).
+    grid = processor.image_processor(images=[Image.new("RGB", (100, 75))])["image_grid_thw"][0]
+    assert (int(grid[2]) * 14, int(grid[1]) * 14) == example.resized_size
+    sx, sy = 112 / 100, 84 / 75
+    assert example.solution == [{"bbox_2d": pytest.approx([10 * sx, 15 * sy, 50 * sx, 60 * sy]), "label": "red square"}]
+    assert "[10, 15, 50, 60]" in example.solution_original  # the original stays in the data
+
+
+def test_max_pixels_shrinks_and_boxes_follow(tmp_path, tiny_model_dir):
+    small = load_processor(str(tiny_model_dir), min_pixels=28 * 28, max_pixels=28 * 28 * 4)
+    Image.new("RGB", (400, 300), "white").save(tmp_path / "big.png")
+    record = prompts.vlm_r1_record("big.png", "q", [{"bbox_2d": [0, 0, 400, 300], "label": "x"}])
+    (tmp_path / "t.jsonl").write_text(json.dumps(record) + "\n")
+    [example] = data.read_vlm_r1(str(tmp_path / "t.jsonl"), str(tmp_path), small.image_processor)
+    w, h = example.resized_size
+    assert w % 28 == 0 and h % 28 == 0 and w * h <= 28 * 28 * 4 and (w, h) != (400, 300)
+    assert example.solution[0]["bbox_2d"] == pytest.approx([0, 0, w, h])
+
+
+def test_none_answers_multi_image_and_several_files(processor, tmp_path):
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (90, 90)).save(tmp_path / name)
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.new("RGB", (70, 110)).save(other / "c.png")
+    first = prompts.vlm_r1_record(["a.png", "b.png"], "q", [], accu_reward_method="odLength")
+    second = prompts.vlm_r1_record("c.png", "q", [{"bbox_2d": [1, 2, 3, 4], "label": "y"}])
+    (tmp_path / "one.jsonl").write_text(json.dumps(first) + "\n")
+    (tmp_path / "two.jsonl").write_text(json.dumps(second) + "\n")
+    examples = data.read_vlm_r1(f"{tmp_path}/one.jsonl:{tmp_path}/two.jsonl", f"{tmp_path}:{other}",
+                                processor.image_processor)
+    assert [len(ex.image_paths) for ex in examples] == [2, 1]
+    assert first["conversations"][0]["value"].startswith("<image><image>")
+    assert examples[0].question == "q" and examples[0].solution == [] and examples[0].solution_original == "None"
+    assert examples[0].accu_reward == "od_length" and examples[1].accu_reward is None
+    dataset = data.build_dataset(examples, "enhanced")
+    row = dataset[0]
+    assert len(row["images"]) == 2 and row["images"][0].size == (90, 90)
+    assert row["prompt"][0]["content"].startswith("q First thinks about the reasoning process")
+    assert row["solution"] == []
+
+
+@pytest.mark.parametrize("bad", ["[1, 2]", "```json\n{\"a\": 1}\n```", "```json\n[{\"bbox_2d\": [1, 2, 3], \"label\": \"x\"}]\n```"])
+def test_unreadable_ground_truth_is_refused_with_its_line(processor, tmp_path, bad):
+    Image.new("RGB", (90, 90)).save(tmp_path / "a.png")
+    record = {"image": "a.png", "conversations": [{"from": "human", "value": "<image>q"}, {"from": "gpt", "value": bad}]}
+    (tmp_path / "t.jsonl").write_text("\n" + json.dumps(record) + "\n")
+    with pytest.raises(data.DataError, match=r"t\.jsonl:2: unreadable ground truth"):
+        data.read_vlm_r1(str(tmp_path / "t.jsonl"), str(tmp_path), processor.image_processor)
+
+
+def test_research_prompts():
+    q = prompts.ovd_question(["person sit on motorcycle", "motorcycle is sat on by person"])
+    assert "motorcycle is sat on by person. Output each" in q  # the findings' missing-space fix
+    assert prompts.apply_template("Q", "standard") == (
+        "Q Output the thinking process in <think> </think> and final answer in <answer> </answer> tags.")
+    assert prompts.apply_template("Q", "enhanced").endswith("<think> reasoning process here </think><answer> answer here </answer>")
+    assert "['a', 'b']" in prompts.detection_question(["a", "b"])
+    assert prompts.answer_text([]) == "None"
+    assert data.read_solution("<answer>" + prompts.answer_text([{"bbox_2d": [1, 2, 3, 4], "label": "a"}]) + "</answer>") == [
+        {"bbox_2d": [1.0, 2.0, 3.0, 4.0], "label": "a"}]
+    with pytest.raises(ValueError):
+        prompts.apply_template("Q", "fancy")
+
+
+def test_synthetic_data_has_absent_objects_and_resized_images(synthetic_dir, processor):
+    lines = [json.loads(line) for line in (synthetic_dir / "train.jsonl").read_text().splitlines()]
+    answers = [line["conversations"][1]["value"] for line in lines]
+    assert "None" in answers and any(a.startswith("```json") for a in answers)
+    examples = data.read_vlm_r1(str(synthetic_dir / "train.jsonl"), str(synthetic_dir / "images"), processor.image_processor)
+    assert all(ex.original_size != ex.resized_size for ex in examples)
+    # Every asked-for label that has a box is named in the question.
+    for ex in examples:
+        assert all(item["label"] in ex.question for item in ex.solution)

@@ -1,0 +1,188 @@
+"""GRPO training of the tiny model against the real reward service on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.servers import REPO_ROOT, RunningServer, _wait_ready, serving, stop_server
+from trainer import train
+
+REWARDS = ["format", "od_length", "weighted_sum", "cosine"]
+
+
+def train_args(model_dir, data_dir, out, url, steps, *extra):
+    return [
+        "--model_name_or_path", str(model_dir),
+        "--data_files", str(Path(data_dir) / "train.jsonl"),
+        "--image_folders", str(Path(data_dir) / "images"),
+        "--reward_urls", url,
+        "--rewards", *REWARDS,
+        "--output_dir", str(out),
+        "--max_steps", str(steps),
+        "--per_device_train_batch_size", "4",
+        "--num_generations", "2",
+        "--max_completion_length", "24",
+        "--learning_rate", "0.01",
+        "--logging_steps", "1",
+        "--save_strategy", "no",
+        "--report_to", "none",
+        "--use_cpu", "true",
+        "--seed", "0",
+        "--metrics_port", "0",
+        *extra,
+    ]
+
+
+def score_requests(url: str) -> int:
+    """/v1/score requests the service answered with 200, from its own /metrics."""
+    text = httpx.get(url + "/metrics", timeout=5).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("reward_api_requests_total{") and 'endpoint="/v1/score"' in line and 'status="200"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return int(total)
+
+
+def weights(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_grpo_trains_the_tiny_model_with_rewards_from_the_service(tiny_model_dir, synthetic_dir, tmp_path):
+    out = tmp_path / "run"
+    with serving() as server:
+        assert train.main(train_args(tiny_model_dir, synthetic_dir, out, server.url, 2)) == 0
+        served = score_requests(server.url)
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == 2
+    # One request per generation batch, every one answered by the service, none made up here.
+    assert served == summary["reward_requests"] == 2
+    assert summary["reward_retries"] == 0 and summary["reward_requests_failed"] == 0
+    assert 0 < summary["reward_wait_share"] < 1
+    for entry in summary["log_history"]:
+        for name in REWARDS:
+            assert f"rewards/{name}/mean" in entry
+    before, after = weights(tiny_model_dir), weights(out)
+    changed = [name for name in before if not (before[name] == after[name]).all()]
+    assert changed, "GRPO did not change any weight"
+    record = json.loads((out / "reward_service.json").read_text())
+    assert set(record["versions_used"]) == set(REWARDS)
+    assert record["urls"] == [server.url] and record["unscored_samples"] == 0
+    assert {entry["name"] for entry in record["service"]["rewards"]} >= set(REWARDS)
+
+
+# ----------------------------------------------------------------------------------------------
+# The service dies in the middle of a run
+
+
+def start_on(port: int) -> RunningServer:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REWARD_API_")}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env["OMP_NUM_THREADS"] = "1"
+    log = tempfile.NamedTemporaryFile(prefix="reward_api_", suffix=".log", delete=False)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.reward_api", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    log.close()
+    server = RunningServer(f"http://127.0.0.1:{port}", port, 1, process, Path(log.name))
+    _wait_ready(server, 60)
+    return server
+
+
+def start_trainer(model_dir, data_dir, out, url, steps, *extra) -> subprocess.Popen:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return subprocess.Popen(
+        [sys.executable, "-m", "trainer.train", *train_args(model_dir, data_dir, out, url, steps, *extra)],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def kill_after_first_scores(server: RunningServer, trainer: subprocess.Popen) -> int:
+    """Wait until the service has scored a batch, freeze the trainer, count, kill the service
+    (SIGKILL: no graceful goodbye), let the trainer go on. Returns the requests the service answered."""
+    deadline = time.monotonic() + 120
+    while score_requests(server.url) < 1:
+        assert trainer.poll() is None, trainer.stdout.read()
+        assert time.monotonic() < deadline, "the trainer never asked for rewards"
+        time.sleep(0.05)
+    trainer.send_signal(signal.SIGSTOP)
+    time.sleep(0.5)  # a request in flight finishes; its answer waits in the trainer's socket
+    served = score_requests(server.url)
+    os.killpg(server.process.pid, signal.SIGKILL)
+    server.process.wait()
+    trainer.send_signal(signal.SIGCONT)
+    return served
+
+
+def test_training_survives_a_service_restart_within_the_retry_budget(tiny_model_dir, synthetic_dir, tmp_path):
+    out = tmp_path / "run"
+    free = _free_port()
+    first = start_on(free)
+    trainer = start_trainer(tiny_model_dir, synthetic_dir, out, first.url, 5,
+                            "--reward_max_retries", "30", "--reward_backoff_base", "0.2", "--reward_backoff_max", "1")
+    second = None
+    try:
+        served_before = kill_after_first_scores(first, trainer)
+        time.sleep(1.0)  # the trainer is retrying against a dead port now
+        second = start_on(free)
+        output, _ = trainer.communicate(timeout=180)
+        served_after = score_requests(second.url)
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()
+        for server in (first, second):
+            if server is not None:
+                stop_server(server)
+    assert trainer.returncode == 0, output
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == 5
+    assert summary["reward_retries"] >= 1
+    # Every step's rewards came from one answered request; nothing was scored while the service was down.
+    assert served_before + served_after == summary["reward_requests"] == 5
+    assert len(summary["log_history"]) == 5
+
+
+def test_training_stops_with_a_clear_error_beyond_the_retry_budget(tiny_model_dir, synthetic_dir, tmp_path):
+    out = tmp_path / "run"
+    server = start_on(_free_port())
+    trainer = start_trainer(tiny_model_dir, synthetic_dir, out, server.url, 50,
+                            "--reward_max_retries", "2", "--reward_backoff_base", "0.05", "--reward_backoff_max", "0.1")
+    try:
+        served = kill_after_first_scores(server, trainer)
+        output, _ = trainer.communicate(timeout=120)
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()
+        stop_server(server)
+    assert trainer.returncode == train.EXIT_REWARD_SERVICE, output
+    assert "training stopped: the reward service did not answer" in output
+    assert re.search(r"failed after 3 attempts \(max_retries=2\)", output), output
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["status"] == "failed" and "RewardServiceError" in summary["error"]
+    # Only the batches the service scored were trained on and logged; the unscored one was not.
+    assert summary["reward_requests"] == served == summary["steps"] == len(summary["log_history"])
+    assert summary["reward_requests_failed"] == 1
+
+
+def _free_port() -> int:
+    from tests.support.servers import free_port
+
+    return free_port()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
