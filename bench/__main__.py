@@ -29,6 +29,17 @@ def reference_rate(samples: list[dict]) -> dict:
     return {"samples_per_s": len(samples) / seconds, "samples": len(samples), "seconds": seconds}
 
 
+def engine_rate(samples: list[dict], batch_size: int = 64) -> dict:
+    """The engine alone, in this process, one core: what the HTTP numbers are bounded by."""
+    from services.reward_api.engine.scoring import score_batch
+
+    start = time.perf_counter()
+    for i in range(0, len(samples), batch_size):
+        score_batch(samples[i:i + batch_size], http.ALL_REWARDS, None, False)
+    seconds = time.perf_counter() - start
+    return {"samples_per_s": len(samples) / seconds, "ms_per_batch": 1000 * seconds * batch_size / len(samples)}
+
+
 def ap_rate(n_cases: int) -> dict:
     from bench import ap  # written beside this file; its absence is a failure, not a skip
 
@@ -44,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}
     results["ap"] = ap_rate(int(2000 * scale))
     results["reference"] = reference_rate(samples[: int(640 * scale)])
+    results["engine"] = engine_rate(samples[: int(1280 * scale)])
     with serving(workers=2, env={"REWARD_API_MAX_PENDING_BATCHES": "64", "REWARD_API_LOG_LEVEL": "warning"}) as server:
         results["http"] = http.throughput(server, samples, n_requests=int(300 * scale))
         results["latency"] = http.latency(server, samples, n_requests=int(300 * scale))
@@ -59,6 +71,8 @@ def print_table(r: dict) -> None:
         ("AP, pycocotools (cases/s)", f"{r['ap']['pycocotools_per_s']:,.0f}", ""),
         ("AP speedup", f"{r['ap']['speedup']:.1f}x", ""),
         ("7 rewards, reference in-process (samples/s)", f"{r['reference']['samples_per_s']:,.0f}", ""),
+        ("7 rewards, engine in-process, 1 core (samples/s)", f"{r['engine']['samples_per_s']:,.0f}",
+         f"{r['engine']['ms_per_batch']:.1f} ms per 64"),
         ("7 rewards, HTTP 2 workers, batch 64 (samples/s)", f"{r['http']['samples_per_s']:,.0f}",
          f"{r['http']['concurrency']} in flight"),
         ("HTTP vs reference", f"{r['speedup_http_vs_reference']:.1f}x", "target >= 25x"),

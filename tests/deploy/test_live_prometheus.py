@@ -66,7 +66,7 @@ def _wait(predicate, timeout: float, what: str, interval: float = 0.25):
             last = predicate()
             if last:
                 return last
-        except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
+        except (httpx.HTTPError, KeyError, IndexError, ValueError, AssertionError) as exc:
             last = exc
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
@@ -142,22 +142,30 @@ def stack(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def scored(stack):
-    """Scores REQUESTS batches concurrently (so both workers serve), plus one invalid request."""
+    """Scores REQUESTS batches concurrently, in two rounds with a scrape between them (so that rates
+    are not zero: a counter's first scraped value is not an increase), plus one invalid request."""
     server, prom = stack
-    with httpx.Client(base_url=server.url, timeout=30.0) as http:
-        pids = {http.get("/healthz").json()["pid"] for _ in range(40)}
 
+    # Fresh connections, several at a time: the kernel spreads accepted connections over workers.
+    def healthz_pid(_):
+        return httpx.get(server.url + "/healthz", timeout=10).json()["pid"]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        pids = set(pool.map(healthz_pid, range(64)))
+
+    with httpx.Client(base_url=server.url, timeout=30.0) as http:
         def score(_):
             answer = http.post("/v1/score", json={"samples": SAMPLES, "rewards": REWARDS})
             assert answer.status_code == 200, answer.text
             return answer.json()
 
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            answers = list(pool.map(score, range(REQUESTS)))
+            answers = list(pool.map(score, range(REQUESTS // 2)))
+        _wait(lambda: prom.query("reward_api_sample_errors_total"), 30, "the first round to be scraped")
         bad = http.post("/v1/score", json={"samples": [{"completion": 3}]})
         assert bad.status_code == 422
-        for _ in range(40):
-            pids.add(http.get("/healthz").json()["pid"])
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            answers += list(pool.map(score, range(REQUESTS - REQUESTS // 2)))
     return server, prom, answers, pids
 
 

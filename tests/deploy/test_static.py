@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import tomllib
 
 import pytest
@@ -121,7 +120,10 @@ def test_grafana_provisioning_matches_the_mounts_and_the_dashboard():
 
 def test_load_balancer_forwards_to_the_replicas_and_lets_the_service_answer_oversized_bodies():
     conf = (DEPLOY / "nginx" / "nginx.conf").read_text()
-    assert re.search(r"set \$reward_api http://reward-api:8000;", conf)
+    assert "proxy_pass http://reward_api;" in conf and "include /tmp/nginx/upstream.conf;" in conf
+    dockerfile = (DEPLOY / "nginx" / "Dockerfile").read_text()
+    assert "ENV UPSTREAM_HOST=reward-api UPSTREAM_PORT=8000" in dockerfile
+    assert "reward-api" in compose_config()["services"] and "8000" in compose_config()["services"]["reward-api"]["expose"]
     assert "non_idempotent" in conf and "proxy_next_upstream " in conf
     size = re.search(r"client_max_body_size (\d+)m;", conf)
     from services.reward_api.settings import Settings
@@ -211,9 +213,9 @@ def test_every_alert_is_explained_in_the_docs():
     assert not undocumented, f"docs/deploy.md does not explain {undocumented}"
 
 
-def test_base_image_script_is_valid_shell():
-    for script in (DEPLOY / "base-images" / "build.sh", DEPLOY / "ci-setup.sh"):
+def test_shell_scripts_are_valid_and_pass_shellcheck():
+    scripts = [DEPLOY / "base-images" / "build.sh", DEPLOY / "ci-setup.sh", DEPLOY / "nginx" / "entrypoint.sh"]
+    for script in scripts:
         run(["bash", "-n", str(script)])
         assert os.access(script, os.X_OK), f"{script} must be executable"
-    if shutil.which("shellcheck"):
-        run(["shellcheck", str(DEPLOY / "base-images" / "build.sh"), str(DEPLOY / "ci-setup.sh")])
+    run([tool("shellcheck", "apt-get install shellcheck"), *map(str, scripts)])

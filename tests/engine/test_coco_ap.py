@@ -18,6 +18,7 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from services.reward_api.engine import coco_ap
 from services.reward_api.engine.coco_ap import (
     IOU_THRS,
     MAX_DETS,
@@ -468,3 +469,23 @@ def test_pieces_compose_like_single_image_ap():
         # Extra categories with no ground truth change nothing (they come out as -1).
         wider = evaluate_image(*case, cat_ids=cats + [1000])
         assert summarize(accumulate([wider], cats + [1000])) == single_image_ap(*case)
+
+
+def test_scored_detections_beyond_max_dets():
+    rng = random.Random(11)
+    gt = np.array([[i * 20.0, 0, i * 20 + 10, 10] for i in range(40)])
+    dt = np.array([[x, 0.0, x + rng.uniform(5, 12), 10] for x in (rng.uniform(0, 800) for _ in range(130))])
+    scores = np.array([round(rng.random(), 2) for _ in range(130)])
+    images = [ImageInput(gt, np.ones(40, np.int64), dt, np.ones(130, np.int64), np.ones(130, bool), scores)]
+    ap, ap50, per_category = oracle_dataset(images, True)
+    got = dataset_ap(images)
+    assert _close((got.ap, got.ap50), (ap, ap50)) and got.ap50 > 0
+
+
+def test_accumulate_in_small_batches_gives_the_same_numbers(monkeypatch):
+    """Datasets too uneven for one padded array are accumulated a few categories at a time."""
+    rng = random.Random(5)
+    datasets = [random_dataset(rng, with_scores=True) for _ in range(30)]
+    whole = [dataset_ap(images) for images in datasets]
+    monkeypatch.setattr(coco_ap, "_BATCH_CELLS", 4)
+    assert [dataset_ap(images) for images in datasets] == whole

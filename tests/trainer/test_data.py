@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -110,3 +111,39 @@ def test_synthetic_data_has_absent_objects_and_resized_images(synthetic_dir, pro
     # Every asked-for label that has a box is named in the question.
     for ex in examples:
         assert all(item["label"] in ex.question for item in ex.solution)
+
+
+@pytest.mark.parametrize("config", sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml")))
+def test_recipe_configs_parse(config):
+    from trl import GRPOConfig, ModelConfig, TrlParser
+
+    from trainer.train import ODArguments, parse_reward
+
+    od, args, model = TrlParser((ODArguments, GRPOConfig, ModelConfig)).parse_args_and_config(
+        ["--config", str(config), "--output_dir", "/tmp/unused"])
+    assert model.model_name_or_path.endswith("Qwen2.5-VL-3B-Instruct") and model.dtype == "bfloat16"
+    assert args.num_generations == 8 and args.max_completion_length == 1024
+    assert args.bf16 and args.gradient_checkpointing and args.beta in (0.0, 0.04)
+    assert [parse_reward(r)[0] for r in od.rewards][0] == "format" and od.question_template == "enhanced"
+    assert od.params() is None or "weighted_sum" in od.params()
+
+
+def test_prometheus_metrics_of_the_trainer():
+    import httpx
+
+    from tests.support.servers import free_port
+    from trainer.telemetry import Telemetry
+
+    telemetry = Telemetry(port := free_port(), ["format", "od_length"])
+    try:
+        telemetry.step.set(3)
+        telemetry.reward_mean.labels(reward="format").set(0.5)
+        telemetry.observe_request(0.2)
+        telemetry.observe_retry()
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    finally:
+        telemetry.close()
+    assert "trainer_step 3.0" in text
+    assert 'trainer_reward_mean{reward="format"} 0.5' in text and 'trainer_reward_mean{reward="od_length"}' in text
+    assert "trainer_reward_request_seconds_count 1.0" in text
+    assert "trainer_reward_retries_total 1.0" in text

@@ -60,12 +60,10 @@ _EPS = np.spacing(1)  # pycocotools' guard in tp / (tp + fp + eps)
 # a dataset with very uneven categories is processed in several batches instead.
 _BATCH_CELLS = 1 << 16
 _TIER_BIT = np.int64(1 << 62)
-_T_INDEX = np.arange(_T)[:, None]
-_T_INDEX3 = np.arange(_T)[:, None, None]
+_T_RANGE = np.arange(_T)
 
 
-@dataclass(frozen=True, slots=True)
-class ImageEval:
+class ImageEval(NamedTuple):
     """Per-category match records of one image (pycocotools' evalImgs for area "all").
 
     Detections are the kept ones (known category, at most ``MAX_DETS`` per category, best score
@@ -79,8 +77,7 @@ class ImageEval:
     gt_cats: np.ndarray  # (G',) int64 category of every non-ignored ground truth (recall denominators)
 
 
-@dataclass(frozen=True, slots=True)
-class Accumulated:
+class Accumulated(NamedTuple):
     """pycocotools' ``eval['precision']``/``eval['recall']`` for area "all", maxDets 100."""
 
     cat_ids: np.ndarray  # (K,) sorted category ids
@@ -261,65 +258,54 @@ def _greedy_match(iou: np.ndarray, cand0: np.ndarray, gt_ignored: np.ndarray | N
     last and stops there once it holds a match), then the highest IoU, then the later gt (it
     replaces its running match when ``iou >= best``).
     """
-    n_d, n_g = iou.shape
-    if gt_ignored is None and np.add.reduce(cand0, axis=0).max() <= 1:
-        # No gt is wanted by two detections and all gts rank by IoU alone: at every threshold a
-        # detection gets its highest-IoU candidate if that clears the threshold, else nothing.
-        masked = np.where(cand0, iou, -1.0)[:, ::-1]  # reversed: argmax's first = the later gt
-        fav = masked.argmax(axis=1)
-        best = masked[np.arange(n_d), fav]
-        return np.where(best >= _MATCH_THRS[:, None], n_g - 1 - fav, -1)
-    cand = (cand0 & (iou >= _MATCH_THRS[:, None, None]))[:, :, ::-1]  # (T, D, G), gts reversed
-    # Preference as one exact integer: IoUs here are >= 0 and < 2, so their IEEE bit patterns
-    # order like the values and stay below 2**62, leaving bit 62 for "not ignored".
-    key = iou.view(np.int64) + (_TIER_BIT if gt_ignored is None else np.where(gt_ignored, 0, _TIER_BIT))
-    key = key[:, ::-1]
-    has = np.logical_or.reduce(cand, axis=2)
-    pick = np.where(cand, key, -1).argmax(axis=2)  # (T, D) each detection's favourite
-    match = _settle(cand, key, has, pick)
-    return np.where(match >= 0, n_g - 1 - match, -1)
-
-
-def _settle(cand: np.ndarray, key: np.ndarray, has: np.ndarray, pick: np.ndarray) -> np.ndarray:
-    """Greedy matching in rounds (gts reversed, as _greedy_match passes them); -1 = unmatched.
-
-    Instead of one Python step per detection, each round settles every detection whose choice can
-    no longer change: d's favourite free gt p is final when no earlier unsettled detection could
-    still take p (free gts only disappear, so p stays d's best). The earliest unsettled detection
-    is always final, so rounds terminate; without contention there is one round.
-    """
-    n_t, n_d, n_g = cand.shape
-    match = np.full((n_t, n_d), -1, dtype=np.int64)
-    free = np.ones((n_t, n_g), dtype=bool)
-    live, d_index = cand, np.arange(n_d)
-    while True:
-        # d is blocked when an earlier still-open detection could take its pick: the first open
-        # detection wanting that gt comes before d (d itself wants it, so there is one).
-        first_wanting = live.argmax(axis=1)  # (T, G)
-        final = has & (first_wanting[_T_INDEX[:n_t], pick] == d_index)
-        tt, dd = np.nonzero(final)
-        gg = pick[tt, dd]
-        match[tt, dd] = gg
-        free[tt, gg] = False
-        live = cand & free[:, None, :] & (has & ~final)[:, :, None]
-        has = np.logical_or.reduce(live, axis=2)
-        if not np.count_nonzero(has):
+    n_g = iou.shape[1]
+    # Work with the gts reversed: argmax returns the first maximum, which is then the later gt.
+    masked = np.where(cand0, iou, -1.0)[:, ::-1]
+    fav = masked.argmax(axis=1)
+    best = masked[np.arange(len(fav)), fav]
+    # A detection whose candidates nobody else wants gets, at every threshold, its highest-IoU
+    # candidate if that clears the threshold (with no ignored gt, IoU alone ranks the gts).
+    match = np.where(best >= _MATCH_THRS[:, None], n_g - 1 - fav, -1)
+    wanted = np.add.reduce(cand0, axis=0)  # how many detections could take each gt
+    if gt_ignored is None:
+        if wanted.max() <= 1:
             return match
-        pick = np.where(live, key, -1).argmax(axis=2)
+        # Only detections that share a candidate compete; they go one by one, in order.
+        queue = np.flatnonzero(np.logical_or.reduce(cand0 & (wanted > 1), axis=1))
+        key = masked
+    else:
+        # Ignored gts make the favourite depend on the threshold: everyone with a candidate queues.
+        # The preference as one exact integer: IoUs here are >= 0 and < 2, so their IEEE bit
+        # patterns order like the values and stay below 2**62, leaving bit 62 for "not ignored".
+        queue = np.flatnonzero(best >= 0)
+        key = np.where(cand0, iou.view(np.int64) + np.where(gt_ignored, 0, _TIER_BIT), -1)[:, ::-1]
+    iou_rev = iou[:, ::-1]
+    free = np.ones((_T, n_g), dtype=bool)  # (T, G reversed)
+    for d in queue.tolist():
+        options = np.where(free & (iou_rev[d] >= _MATCH_THRS[:, None]), key[d], -1)  # -1: not a candidate
+        pick = options.argmax(axis=1)
+        taken = options[_T_RANGE, pick] >= 0
+        match[:, d] = np.where(taken, n_g - 1 - pick, -1)
+        free[_T_RANGE, pick] &= ~taken
+    return match
 
 
 @lru_cache(maxsize=4096)
-def _recall_steps(n_gts: tuple[int, ...]) -> np.ndarray:
-    """(K, R): for each category's gt count n and recall threshold x, the least true-positive count
-    j with j / n >= x.
+def _recall_gather(n_gts: tuple[int, ...]) -> np.ndarray:
+    """Flat indices (T, R, K) into the (T, K, J) table of _precision_recall, J = max(n_gts) + 1,
+    that read, for each category's gt count n and recall threshold x, the entry of the least
+    true-positive count j with j / n >= x, stored at position J - 1 - j (the table is reversed).
 
     accumulate takes ``np.searchsorted(rc, recThrs, 'left')`` with rc = tp / n. Division by a
     positive constant is monotone, so the first position with rc >= x is the first with tp >= j:
     for j >= 1 the j-th true positive, for j = 0 the first detection.
     """
-    steps = np.stack([np.searchsorted(np.arange(n + 1) / n, REC_THRS, side="left") for n in n_gts])
-    steps.flags.writeable = False
-    return steps
+    n_k, n_j = len(n_gts), max(n_gts) + 1
+    steps = np.stack([np.searchsorted(np.arange(n + 1) / n, REC_THRS, side="left") for n in n_gts])  # (K, R)
+    flat = (n_j - 1 - steps).T + np.arange(0, n_k * n_j, n_j)  # (R, K)
+    flat = flat + np.arange(0, _T * n_k * n_j, n_k * n_j)[:, None, None]  # (T, R, K)
+    flat.flags.writeable = False
+    return flat
 
 
 def accumulate(images: Sequence[ImageEval], cat_ids) -> Accumulated:
@@ -359,17 +345,23 @@ def _accumulate(images: list[ImageEval], cats: np.ndarray, trusted: bool = True)
     # stable): the order of pycocotools' mergesort over the concatenated per-image lists.
     if len(k_of) > 1:
         # One image's records are score-ordered within each category already.
-        order = np.argsort(k_of, kind="stable") if len(images) == 1 else np.lexsort((-scores, k_of))
-        k_of, matched, ignored = k_of[order], matched[:, order], ignored[:, order]
+        if len(images) > 1:
+            order = np.lexsort((-scores, k_of))
+        elif n_cat > 1:
+            order = np.argsort(k_of, kind="stable")
+        else:
+            order = None
+        if order is not None:
+            k_of, matched, ignored = k_of[order], matched[:, order], ignored[:, order]
     if np.count_nonzero(ignored):
         tps = matched & ~ignored
         fps = ~(matched | ignored)
     else:  # the common case: every detection is a true or a false positive
         tps, fps = matched, None
     n_dt = np.bincount(k_of, minlength=n_cat)
-    pos = np.arange(len(k_of)) - (np.cumsum(n_dt) - n_dt)[k_of]  # index within its category
+    pos = np.arange(len(k_of)) - (np.add.accumulate(n_dt) - n_dt)[k_of]  # index within its category
 
-    batches = _batches(n_dt, n_gt)
+    batches = _batches(n_dt.tolist(), n_gt.tolist())
     if batches is None:  # every category in one padded batch
         precision, recall = _precision_recall(n_dt, n_gt, k_of, pos, tps, fps)
     else:
@@ -390,19 +382,16 @@ def _accumulate(images: list[ImageEval], cats: np.ndarray, trusted: bool = True)
     return Accumulated(cat_ids=cats, precision=precision, recall=recall)
 
 
-def _batches(n_dt: np.ndarray, n_gt: np.ndarray) -> list[np.ndarray] | None:
+def _batches(n_dt: list[int], n_gt: list[int]) -> list[np.ndarray] | None:
     """None when all categories fit one padded batch; else groups of the categories with gt."""
-    if len(n_dt) * max(int(n_dt.max(initial=0)), int(n_gt.max(initial=0)), 1) <= _BATCH_CELLS:
+    if len(n_dt) * max(max(n_dt, default=0), max(n_gt, default=0), 1) <= _BATCH_CELLS:
         return None
-    evaluated = np.flatnonzero(n_gt > 0)
-    longest = np.maximum(n_dt[evaluated], n_gt[evaluated])
-    evaluated = evaluated[np.argsort(-longest, kind="stable")]
+    longest = [max(d, g, 1) for d, g in zip(n_dt, n_gt)]
+    evaluated = sorted((k for k in range(len(n_dt)) if n_gt[k] > 0), key=lambda k: -longest[k])
     batches, start = [], 0
     while start < len(evaluated):
-        k = evaluated[start]
-        width = max(int(n_dt[k]), int(n_gt[k]), 1)  # the longest row of this batch
-        size = max(_BATCH_CELLS // width, 1)
-        batches.append(np.sort(evaluated[start : start + size]))
+        size = max(_BATCH_CELLS // longest[evaluated[start]], 1)  # the longest row of this batch first
+        batches.append(np.array(sorted(evaluated[start : start + size]), dtype=np.intp))
         start += size
     return batches
 
@@ -414,7 +403,7 @@ def _precision_recall(n_dt, n_gt, rows, cols, tps, fps) -> tuple[np.ndarray, np.
     the caller replaces.
     """
     n_k = len(n_dt)
-    width = int(n_dt.max(initial=0))
+    width = max(n_dt.tolist(), default=0)
     gts = np.maximum(n_gt, 1)
     gts_list = gts.tolist()
     if width == 0:  # ground truth but no detection anywhere: precision and recall 0
@@ -443,9 +432,8 @@ def _precision_recall(n_dt, n_gt, rows, cols, tps, fps) -> tuple[np.ndarray, np.
     by_count.ravel()[row * n_j + count.astype(np.intp)] = count / (seen + _EPS)
     env = np.maximum.accumulate(by_count[:, :, ::-1], axis=2)  # index n_j - 1 - j holds j's value
     # Gather straight into the (T, R, K) layout through flat indices (multi-axis fancy indexing
-    # and a transposed copy cost more than the arithmetic).
-    flat = (n_j - 1 - _recall_steps(tuple(gts_list))).T + np.arange(0, n_k * n_j, n_j)  # (R, K)
-    q = env.ravel()[flat + np.arange(0, _T * n_k * n_j, n_k * n_j)[:, None, None]]
+    # and a transposed copy cost more than the index arithmetic, which is cached).
+    q = env.ravel()[_recall_gather(tuple(gts_list))]
     return q, tp_sum[:, :, -1] / gts  # recall = rc[-1] = tp / npig (0 without detections)
 
 
