@@ -33,9 +33,11 @@ def _fence(items: list[dict]) -> str:
     return "```json\n" + orjson.dumps(items, option=orjson.OPT_INDENT_2).decode() + "\n```"
 
 
-def synthetic_sample(rng: random.Random) -> dict:
-    """A realistic completion: think + answer with 1-15 boxes, some wrong labels, some malformed."""
-    gt = [{"bbox_2d": _box(rng), "label": rng.choice(LABELS)} for _ in range(rng.randint(1, 10))]
+GENERATIONS_PER_PROMPT = 8  # the research's GRPO recipe: a 64-sample batch is 8 prompts x 8 generations
+
+
+def synthetic_completion(gt: list[dict], rng: random.Random) -> dict:
+    """A realistic completion for ``gt``: think + answer with 1-15 boxes, some wrong labels, some malformed."""
     pred = [{"bbox_2d": _jitter(g["bbox_2d"], rng), "label": g["label"]} for g in gt if rng.random() < 0.85]
     pred += [{"bbox_2d": _box(rng), "label": rng.choice(LABELS)} for _ in range(rng.randint(0, 4))]
     for p in pred:
@@ -60,8 +62,13 @@ def synthetic_sample(rng: random.Random) -> dict:
 
 
 def synthetic_samples(n: int, seed: int = 0) -> list[dict]:
+    """``n`` samples shaped like GRPO batches: groups of GENERATIONS_PER_PROMPT completions per ground truth."""
     rng = random.Random(seed)
-    return [synthetic_sample(rng) for _ in range(n)]
+    samples: list[dict] = []
+    while len(samples) < n:
+        gt = [{"bbox_2d": _box(rng), "label": rng.choice(LABELS)} for _ in range(rng.randint(1, 10))]
+        samples += [synthetic_completion(gt, rng) for _ in range(GENERATIONS_PER_PROMPT)]
+    return samples[:n]
 
 
 def score_bodies(samples: list[dict], batch_size: int) -> list[bytes]:

@@ -229,6 +229,8 @@ def test_losing_replicas_under_load_loses_no_scoring(stack):
             f.result()
 
     failures = [(round(t - t_stop, 2), o) for t, o in results if o != 200]
+    print(f"load: {len(results)} requests, {sum(1 for t, _ in results if t >= t_stop)} after the stop, "
+          f"{sum(1 for t, _ in results if t >= t_kill)} after the kill, {len(failures)} failed")
     during = sum(1 for t, _ in results if t >= t_stop)
     after_kill = sum(1 for t, _ in results if t >= t_kill)
     assert not failures, f"{len(failures)} of {len(results)} requests failed (s after the stop, outcome): {failures[:20]}"

@@ -218,10 +218,11 @@ def _evaluate(gt, gc, dt, dc, valid, scores, cats) -> ImageEval:
     matched = ignored = np.zeros((_T, n_dt), dtype=bool)
     if n_dt and n_gt:
         iou = _iou(dx, dy, dw, dh, dt_area, gx, gy, gw, gh, gt_area)
-        allowed = dc[:, None] == gc
+        allowed = iou >= _MATCH_THRS[0]  # thresholds only rise: the loosest candidate set
+        if len(cats) > 1:
+            allowed &= dc[:, None] == gc
         if not all_valid:
             allowed &= valid[:, None]
-        allowed &= iou >= _MATCH_THRS[0]  # thresholds only rise: the loosest candidate set
         if np.count_nonzero(allowed):
             match = _greedy_match(iou, allowed, gt_ignored if any_gt_ignored else None)
             matched = match >= 0
@@ -290,7 +291,6 @@ def _greedy_match(iou: np.ndarray, cand0: np.ndarray, gt_ignored: np.ndarray | N
     return match
 
 
-@lru_cache(maxsize=4096)
 def _recall_gather(n_gts: tuple[int, ...]) -> np.ndarray:
     """Flat indices (T, R, K) into the (T, K, J) table of _precision_recall, J = max(n_gts) + 1,
     that read, for each category's gt count n and recall threshold x, the entry of the least
@@ -306,6 +306,11 @@ def _recall_gather(n_gts: tuple[int, ...]) -> np.ndarray:
     flat = flat + np.arange(0, _T * n_k * n_j, n_k * n_j)[:, None, None]  # (T, R, K)
     flat.flags.writeable = False
     return flat
+
+
+# The few categories of one completion repeat the same gt counts over and over: worth caching,
+# but only small keys, so the cache stays a few megabytes.
+_recall_gather_small = lru_cache(maxsize=256)(_recall_gather)
 
 
 def accumulate(images: Sequence[ImageEval], cat_ids) -> Accumulated:
@@ -359,7 +364,9 @@ def _accumulate(images: list[ImageEval], cats: np.ndarray, trusted: bool = True)
     else:  # the common case: every detection is a true or a false positive
         tps, fps = matched, None
     n_dt = np.bincount(k_of, minlength=n_cat)
-    pos = np.arange(len(k_of)) - (np.add.accumulate(n_dt) - n_dt)[k_of]  # index within its category
+    pos = np.arange(len(k_of))  # index within its category
+    if n_cat > 1:
+        pos = pos - (np.add.accumulate(n_dt) - n_dt)[k_of]
 
     batches = _batches(n_dt.tolist(), n_gt.tolist())
     if batches is None:  # every category in one padded batch
@@ -433,7 +440,8 @@ def _precision_recall(n_dt, n_gt, rows, cols, tps, fps) -> tuple[np.ndarray, np.
     env = np.maximum.accumulate(by_count[:, :, ::-1], axis=2)  # index n_j - 1 - j holds j's value
     # Gather straight into the (T, R, K) layout through flat indices (multi-axis fancy indexing
     # and a transposed copy cost more than the index arithmetic, which is cached).
-    q = env.ravel()[_recall_gather(tuple(gts_list))]
+    gather = _recall_gather_small if n_k <= 4 else _recall_gather
+    q = env.ravel()[gather(tuple(gts_list))]
     return q, tp_sum[:, :, -1] / gts  # recall = rc[-1] = tp / npig (0 without detections)
 
 

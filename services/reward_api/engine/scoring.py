@@ -133,13 +133,15 @@ def score_batch(
     details: list[dict[str, Any]] | None = [] if explain else None
     predicted_boxes: list[int | None] = []
     sample_failures: list[tuple[str, ...]] = []
+    read_truth = _TruthCache()
 
     for index, sample in enumerate(samples):
         completion = _field(sample, "completion")
         if not isinstance(completion, str):
             raise TypeError(f"samples[{index}].completion must be a string")
         parsed = ParsedCompletion(completion)
-        scored, error, reason, inp = _score_sample(parsed, sample, resolved, checked_params)
+        scored, error, reason, inp = _score_sample(parsed, read_truth(_field(sample, "solution")), sample,
+                                                   resolved, checked_params)
         for r in resolved:
             values[r.name].append(scored.get(r.name))
         errors.append(error)
@@ -160,12 +162,36 @@ def score_batch(
     )
 
 
-def _score_sample(parsed, sample, resolved, params):
-    """(values by name, error, reason, RewardInput or None) of one sample."""
+class _TruthCache:
+    """parse_solution, once per distinct text solution in a batch.
+
+    A GRPO batch holds each prompt's ground truth once per generation (8 times with the research's
+    recipe); a GroundTruth is immutable, so the samples that share a text share its reading.
+    Structured solutions (lists) are read each time: they have no cheap, exact key.
+    """
+
+    def __init__(self) -> None:
+        self._by_text: dict[str, GroundTruth | SolutionError] = {}
+
+    def __call__(self, solution: Any) -> GroundTruth | SolutionError:
+        if not isinstance(solution, str):
+            return _read_or_error(solution)
+        if solution not in self._by_text:
+            self._by_text[solution] = _read_or_error(solution)
+        return self._by_text[solution]
+
+
+def _read_or_error(solution: Any) -> GroundTruth | SolutionError:
     try:
-        truth = parse_solution(_field(sample, "solution"))
+        return parse_solution(solution)
     except SolutionError as exc:
-        return {}, str(exc), INVALID_SOLUTION, None
+        return exc
+
+
+def _score_sample(parsed, truth, sample, resolved, params):
+    """(values by name, error, reason, RewardInput or None) of one sample."""
+    if isinstance(truth, SolutionError):
+        return {}, str(truth), INVALID_SOLUTION, None
     inp = RewardInput(parsed, truth, _field(sample, "completion_tokens"), params)
     scored: dict[str, float] = {}
     for r in resolved:
