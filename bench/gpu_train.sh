@@ -19,6 +19,9 @@ BATCH=${BATCH:-32}          # completions per step (per_device_train_batch_size)
 GENERATIONS=${GENERATIONS:-8}
 COMPLETION=${COMPLETION:-64}
 PRECISION=${PRECISION:---dtype bfloat16 --bf16 true}   # a CPU dry run: PRECISION="--use_cpu true" ALLOW_CPU=1
+# How the trainer is started; several GPUs with DDP:
+#   LAUNCH="python3 -m accelerate.commands.launch --config_file configs/accelerate/ddp.yaml --num_processes 2 -m"
+LAUNCH=${LAUNCH:-"$PY -m"}
 mkdir -p "$OUT"
 WORK=$(mktemp -d)
 
@@ -54,7 +57,7 @@ for _ in range(300):
 sys.exit("reward service not ready after 60 s")
 PY
 
-"$PY" -m trainer.train \
+$LAUNCH trainer.train \
   --model_name_or_path "$WORK/tiny" $PRECISION \
   --data_files "$WORK/data/train.jsonl" --image_folders "$WORK/data/images" \
   --reward_urls "http://127.0.0.1:$PORT" \

@@ -68,3 +68,19 @@ def run(cmd: list[str], timeout: float = 120, check: bool = True, **kwargs) -> s
         raise AssertionError(f"{' '.join(map(str, cmd))} exited {proc.returncode}\n"
                              f"--- stdout ---\n{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}")
     return proc
+
+
+def docker_cli() -> str:
+    """The docker CLI, once a Docker engine answers; else skip (developer machine) or fail (CI)."""
+    docker = shutil.which("docker")
+    if docker is None:
+        missing("the docker CLI", "apt-get install docker.io; deploy/ci-setup.sh")
+    if subprocess.run([docker, "info"], capture_output=True, timeout=30).returncode != 0:
+        missing("a Docker engine", "start dockerd: deploy/ci-setup.sh does")
+    return docker
+
+
+def ensure_base_images(docker: str, images: tuple[str, ...]) -> None:
+    """Registries are unreachable on CI: local stand-ins from Debian packages (deploy/base-images)."""
+    if any(subprocess.run([docker, "image", "inspect", i], capture_output=True).returncode for i in images):
+        run([str(DEPLOY / "base-images" / "build.sh")], timeout=900)

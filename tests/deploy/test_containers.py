@@ -21,7 +21,6 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
-import shutil
 import subprocess
 import threading
 import time
@@ -32,7 +31,7 @@ import yaml
 
 from tests.support.servers import free_port
 
-from .conftest import COMPOSE_FILE, DEPLOY, ROOT, RULES, compose_command, missing, run
+from .conftest import COMPOSE_FILE, ROOT, RULES, compose_command, docker_cli, ensure_base_images, run
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -46,15 +45,6 @@ BATCH = {
               + [{"completion": GOOD, "solution": SOLUTION, "id": f"s{i}"} for i in range(13)],
     "rewards": ["format", "ap", "od_length"],
 }
-
-
-def _docker() -> str:
-    docker = shutil.which("docker")
-    if docker is None:
-        missing("the docker CLI", "apt-get install docker.io; deploy/ci-setup.sh")
-    if subprocess.run([docker, "info"], capture_output=True, timeout=30).returncode != 0:
-        missing("a Docker engine", "start dockerd: deploy/ci-setup.sh does")
-    return docker
 
 
 def _prometheus_image() -> str:
@@ -112,12 +102,10 @@ def _wait(predicate, timeout: float, what: str, stack: Stack | None = None, inte
 
 @pytest.fixture(scope="module")
 def stack():
-    docker = _docker()
+    docker = docker_cli()
     compose_command()
-    images = ("debian:bookworm-slim", "python:3.11-slim-bookworm", _prometheus_image())
-    if any(subprocess.run([docker, "image", "inspect", i], capture_output=True).returncode for i in images):
-        # Registries are unreachable here: local stand-ins from Debian packages (see the module doc).
-        run([str(DEPLOY / "base-images" / "build.sh")], timeout=900)
+    # Registries are unreachable here: local stand-ins from Debian packages (see the module doc).
+    ensure_base_images(docker, ("debian:bookworm-slim", "python:3.11-slim-bookworm", _prometheus_image()))
     s = Stack(docker)
     try:
         s.compose("build", "reward-api", "reward-lb", timeout=900)
