@@ -166,20 +166,41 @@ _PARSERS = {
 }
 
 
+_HELP = {
+    "host": "bind address (default 127.0.0.1)",
+    "port": "bind port (default 8000)",
+    "workers": "worker processes (default 1)",
+    "token": "bearer token required on /v1/* (default: none)",
+    "default_rewards": "comma list of rewards used when a request names none (default format,od_length,ap)",
+    "default_weights": "their weights in total, e.g. format=1,od_length=1,ap=0",
+    "max_body_bytes": "larger request bodies get 413 (default 33554432)",
+    "max_samples": "more samples per request get 422 (default 4096)",
+    "max_pending_batches": "per worker, batches running or waiting before 503 (default 8)",
+    "retry_after_seconds": "Retry-After of an overload answer (default 1)",
+    "log_level": f"one of {', '.join(LOG_LEVELS)} (default info)",
+}
+
+
 def parse_cli(argv: list[str] | None = None) -> Settings:
-    """Settings from the environment, with --host/--port/--workers/--log-level taking precedence."""
+    """Settings from the environment, each overridden by its command-line flag.
+
+    Every setting has both forms (``--max-samples`` and ``REWARD_API_MAX_SAMPLES``), and a flag's
+    text goes through the same parser as the variable's, so both are checked the same way.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m services.reward_api",
-        description="Reward service. Other settings come from REWARD_API_* variables (see settings.py).",
+        description="The reward service. Each flag may also be given as its REWARD_API_* variable; the flag wins.",
     )
-    parser.add_argument("--host", help="bind address (default 127.0.0.1, env REWARD_API_HOST)")
-    parser.add_argument("--port", type=int, help="bind port (default 8000, env REWARD_API_PORT)")
-    parser.add_argument("--workers", type=int, help="worker processes (default 1, env REWARD_API_WORKERS)")
-    parser.add_argument("--log-level", choices=LOG_LEVELS, help="default info (env REWARD_API_LOG_LEVEL)")
-    args = parser.parse_args(argv)
+    for key in _PARSERS:
+        flag = "--" + key.replace("_", "-")
+        parser.add_argument(flag, dest=key, metavar=key.upper(), help=f"{_HELP[key]}; env {ENV_PREFIX}{key.upper()}")
+    args = vars(parser.parse_args(argv))
     try:
-        return Settings.from_env(
-            host=args.host, port=args.port, workers=args.workers, log_level=args.log_level
-        )
+        overrides = {
+            key: _PARSERS[key](f"--{key.replace('_', '-')}", raw.strip())
+            for key, raw in args.items()
+            if raw is not None
+        }
+        return Settings.from_env(**overrides)
     except SettingsError as exc:
         parser.exit(2, f"invalid settings: {exc}\n")

@@ -111,3 +111,25 @@ def test_unexpected_exception_is_a_logged_json_500(caplog):
     assert answer.status_code == 500
     assert answer.json() == {"detail": "internal error: RuntimeError"}  # no internals leak
     assert "secret internals" in caplog.text
+
+
+def test_every_setting_has_a_flag_that_beats_its_variable():
+    from services.reward_api.settings import parse_cli
+
+    env = {"REWARD_API_MAX_SAMPLES": "10", "REWARD_API_TOKEN": "from-env"}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        settings = parse_cli(["--max-samples", "7", "--default-rewards", "format,ap", "--default-weights",
+                              "format=2", "--max-body-bytes", "4096", "--max-pending-batches", "3",
+                              "--retry-after-seconds", "5", "--log-level", "warning"])
+    assert settings.max_samples == 7 and settings.token == "from-env"
+    assert settings.default_rewards == ("format", "ap") and settings.weights == {"format": 2.0, "ap": 1.0}
+    assert (settings.max_body_bytes, settings.max_pending_batches, settings.retry_after_seconds) == (4096, 3, 5)
+    assert settings.log_level == "warning"
+
+
+def test_a_bad_flag_names_itself():
+    done = subprocess.run([sys.executable, "-m", "services.reward_api", "--max-samples", "many"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--max-samples must be an integer" in done.stderr, done.stderr

@@ -21,6 +21,7 @@ whose loop then treats NaN as a match); pixel coordinates never get there.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterable, NamedTuple, Sequence
@@ -469,8 +470,173 @@ def single_image_ap(gt_boxes, gt_cats, dt_boxes, dt_cats, dt_valid) -> tuple[flo
     Categories are those of the ground truth; detections of any other category are ignored. Without
     ground truth the result is (-1.0, -1.0), as pycocotools reports it.
     """
-    prepared = _prepare(gt_boxes, gt_cats, dt_boxes, dt_cats, dt_valid, None, None)
+    gt, gc, dt, dc = _xyxy(gt_boxes), _ids(gt_cats), _xyxy(dt_boxes), _ids(dt_cats)
+    valid = np.asarray(dt_valid, dtype=bool).reshape(-1)
+    if len(dc) == len(valid) == len(dt) and len(gc) == len(gt) and _is_small(len(gt), len(dt)):
+        result = _small_image_ap(gt.tolist(), gc.tolist(), dt.tolist(), dc.tolist(), valid.tolist())
+        if result is not None:
+            return result
+    prepared = _prepare(gt, gc, dt, dc, dt_valid, None, None)
     return summarize(_accumulate([_evaluate(*prepared)], prepared[-1]))
+
+
+# ---------------------------------------------------------------- small images in pure Python
+#
+# A completion holds a handful of boxes. On arrays that small every NumPy call costs more than
+# the arithmetic it does, so single_image_ap evaluates them with plain floats instead: the same
+# IEEE operations in the same order as the array path (and as maskApi.c / cocoeval.py), hence
+# the same bits. Only the final mean stays in NumPy, so that it is summed by NumPy's pairwise
+# reduction over the same (T, R, K) sequence as pycocotools' np.mean.
+# Images the shortcut does not cover (an ignored gt or out-of-range detection, no ground truth,
+# truncation at MAX_DETS, or too many boxes to be worth it) take the array path.
+
+_SMALL_DETS = 48  # beyond these sizes the array path is as fast or faster (measured)
+_SMALL_PAIRS = 512
+_MATCH_THR_LIST = _MATCH_THRS.tolist()
+_AREA_LO, _AREA_HI = AREA_RNG
+_EPS_F = float(_EPS)
+
+
+def _is_small(n_gt: int, n_dt: int) -> bool:
+    return 0 < n_gt and n_dt <= _SMALL_DETS and n_dt * n_gt <= _SMALL_PAIRS
+
+
+@lru_cache(maxsize=None)  # n <= _SMALL_PAIRS: a bounded, immutable table
+def _recall_counts(n_gt: int) -> tuple[int, ...]:
+    """For j = 0..n_gt: how many recall thresholds need exactly j true positives, i.e. how many
+    entries of accumulate's ``q`` read the envelope at the j-th true positive (see _recall_gather)."""
+    steps = np.searchsorted(np.arange(n_gt + 1) / n_gt, REC_THRS, side="left")
+    return tuple(np.bincount(steps, minlength=n_gt + 1).tolist())
+
+
+def _xywh(box) -> tuple | None:
+    """An xyxy box as (x, y, x + w, y + h, area) with w = x2 - x1, as pycocotools stores and uses
+    it; None when the area is outside the "all" range or NaN (the array path handles those)."""
+    x1, y1, x2, y2 = box
+    w, h = x2 - x1, y2 - y1
+    area = w * h
+    if not _AREA_LO <= area <= _AREA_HI:
+        return None
+    return x1, y1, x1 + w, y1 + h, area
+
+
+def _iou_row(d: tuple, gts: list) -> list[float] | None:
+    """maskApi.c bbIou of one detection against a category's gts (as _iou does); None when a
+    union is not positive, which valid boxes never produce (the array path then decides)."""
+    dx, dy, dx2, dy2, da = d
+    row = []
+    for gx, gy, gx2, gy2, ga in gts:
+        w = min(dx2, gx2) - max(dx, gx)
+        h = min(dy2, gy2) - max(dy, gy)
+        if w > 0 and h > 0:
+            inter = w * h
+            union = da + ga - inter
+            if not union > 0:
+                return None
+            row.append(inter / union)
+        else:
+            row.append(0.0)
+    return row
+
+
+def _match_flags(rows: list, n_gt: int, thr: float) -> list[bool]:
+    """evaluateImg's greedy loop at one threshold, no gt ignored: each detection in turn takes the
+    free gt of highest IoU >= thr, the later gt on ties (``iou >= best`` replaces). True = matched.
+    rows[d] is the detection's IoU row, None for an invalid detection (it matches nothing)."""
+    free = [True] * n_gt
+    flags = []
+    for row in rows:
+        best, pick = thr, -1
+        if row is not None:
+            for g, value in enumerate(row):
+                if value >= best and free[g]:
+                    best, pick = value, g
+        if pick >= 0:
+            free[pick] = False
+        flags.append(pick >= 0)
+    return flags
+
+
+def _envelope(flags: list[bool], n_gt: int) -> list[float]:
+    """accumulate's precision read at j = 0..n_gt true positives (see _precision_recall): the
+    running max from the right of pr = tp / (fp + tp + eps) over the true positives; j = 0 reads
+    the first detection, which the envelope makes the overall maximum; j past the last true
+    positive reads 0 (pycocotools' IndexError)."""
+    prs = []
+    for position, matched in enumerate(flags, start=1):
+        if matched:
+            prs.append((len(prs) + 1) / (float(position) + _EPS_F))  # j / ((fp + tp) + eps)
+    values = [0.0] * (n_gt + 1)
+    best = 0.0
+    for j in range(len(prs), 0, -1):
+        if prs[j - 1] > best:
+            best = prs[j - 1]
+        values[j] = best
+    values[0] = best
+    return values
+
+
+def _category_rows(dets: list, gts: list, thresholds: list[float]) -> list[list[float]] | None:
+    """Envelope values of one category at every IoU threshold; None to defer to the array path."""
+    rows = []
+    for d in dets:
+        row = None if d is None else _iou_row(d, gts)
+        if d is not None and row is None:
+            return None
+        rows.append(row)
+    n_gt = len(gts)
+    # The pairs allowed at a threshold only shrink as it rises, so their number identifies them:
+    # thresholds with as many candidate pairs as the previous one give the same matching.
+    candidates = sorted(v for row in rows if row is not None for v in row if v >= thresholds[0])
+    out, last_count, last = [], -1, None
+    for thr in thresholds:
+        count = len(candidates) - bisect_left(candidates, thr)
+        if count != last_count:
+            last_count, last = count, _envelope(_match_flags(rows, n_gt, thr), n_gt)
+        out.append(last)
+    return out
+
+
+def _small_image_ap(gt: list, gc: list, dt: list, dc: list, valid: list) -> tuple[float, float] | None:
+    """single_image_ap on plain lists (float xyxy boxes, int categories, bool validity), or None
+    when the image is outside what this shortcut covers."""
+    gts: dict[int, list] = {}
+    for box, c in zip(gt, gc):
+        g = _xywh(box)
+        if g is None:
+            return None
+        gts.setdefault(c, []).append(g)
+    cats = sorted(gts)
+    # Detections of evaluated categories, in input order (all score 1.0 and mergesort is stable);
+    # an invalid one is None: a zero-area box that matches nothing.
+    dets: dict[int, list] = {c: [] for c in cats}
+    for box, c, ok in zip(dt, dc, valid):
+        if c in dets:
+            d = _xywh(box) if ok else None
+            if ok and d is None:
+                return None
+            dets[c].append(d)
+    # Envelope values laid out (T, K, j), and how many recall thresholds read each of them.
+    values, counts = [], []
+    by_cat = []
+    for c in cats:
+        rows = _category_rows(dets[c], gts[c], _MATCH_THR_LIST)
+        if rows is None:
+            return None
+        by_cat.append(rows)
+        counts += _recall_counts(len(gts[c]))
+    for t in range(_T):
+        for rows in by_cat:
+            values += rows[t]
+    n_k = len(cats)
+    precision = np.repeat(values, counts * _T).reshape(_T, n_k, _R)
+    if n_k > 1:  # pycocotools' (T, R, K) order, which the mean below sums in
+        precision = precision.transpose(0, 2, 1).ravel()
+    else:
+        precision = precision.ravel()
+    ap = np.add.reduce(precision) / precision.size
+    ap50 = np.add.reduce(precision[: _R * n_k]) / (_R * n_k)
+    return float(ap), float(ap50)
 
 
 def dataset_ap(images: Iterable[ImageInput | tuple], cat_ids=None) -> DatasetAP:
