@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -66,7 +67,9 @@ class ODArguments:
         default=None,
         metadata={"help": 'Reward parameters as JSON, e.g. \'{"weighted_sum": {"alpha": 0.7, "gamma": 0.3}}\'.'},
     )
-    reward_token: str | None = field(default=None, metadata={"help": "Bearer token of the reward service."})
+    reward_token: str | None = field(
+        default=None, metadata={"help": "Bearer token of the reward service (default: env REWARD_API_TOKEN)."}
+    )
     reward_timeout: float = field(default=60.0, metadata={"help": "Seconds per reward request attempt."})
     reward_max_retries: int = field(default=5, metadata={"help": "Retries per reward request before training stops."})
     reward_backoff_base: float = field(default=0.25, metadata={"help": "Backoff base (s), full jitter, doubling."})
@@ -78,6 +81,10 @@ class ODArguments:
         default=None,
         metadata={"help": "Prometheus port of the trainer (env TRAINER_METRICS_PORT, default 9400); 0 disables."},
     )
+
+    def token(self) -> str | None:
+        # The environment serves containers: compose cannot add a flag only when a secret is set.
+        return self.reward_token or os.environ.get("REWARD_API_TOKEN") or None
 
     def urls(self) -> list[str]:
         return [url.strip() for url in self.reward_urls.split(",") if url.strip()]
@@ -241,7 +248,7 @@ def describe_service(od: ODArguments) -> dict:
     is not there, or does not serve a requested reward."""
     from shared.client import RewardClient
 
-    with RewardClient(od.urls(), token=od.reward_token, timeout=od.reward_timeout, max_retries=od.reward_max_retries,
+    with RewardClient(od.urls(), token=od.token(), timeout=od.reward_timeout, max_retries=od.reward_max_retries,
                       backoff_base=od.reward_backoff_base, backoff_max=od.reward_backoff_max) as client:
         return client.rewards_catalogue()
 
@@ -306,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     port = default_metrics_port() if od.metrics_port is None else od.metrics_port
     telemetry = Telemetry(port if is_main else 0, names)
     client = timed_client_class()(
-        od.urls(), telemetry=telemetry, token=od.reward_token, timeout=od.reward_timeout,
+        od.urls(), telemetry=telemetry, token=od.token(), timeout=od.reward_timeout,
         max_retries=od.reward_max_retries, backoff_base=od.reward_backoff_base, backoff_max=od.reward_backoff_max,
     )
     reward_funcs = build_reward_functions(

@@ -151,3 +151,13 @@ def test_prometheus_metrics_of_the_trainer():
     assert 'trainer_reward_mean{reward="format"} 0.5' in text and 'trainer_reward_mean{reward="od_length"}' in text
     assert "trainer_reward_request_seconds_count 1.0" in text
     assert "trainer_reward_retries_total 1.0" in text
+
+
+def test_reward_token_defaults_to_the_environment(monkeypatch):
+    from trainer.train import ODArguments
+
+    monkeypatch.setenv("REWARD_API_TOKEN", "from-env")
+    assert ODArguments(data_files="x").token() == "from-env"
+    assert ODArguments(data_files="x", reward_token="flag").token() == "flag"
+    monkeypatch.delenv("REWARD_API_TOKEN")
+    assert ODArguments(data_files="x").token() is None
