@@ -489,3 +489,52 @@ def test_accumulate_in_small_batches_gives_the_same_numbers(monkeypatch):
     whole = [dataset_ap(images) for images in datasets]
     monkeypatch.setattr(coco_ap, "_BATCH_CELLS", 4)
     assert [dataset_ap(images) for images in datasets] == whole
+
+
+# ----------------------------------------------------------------------------- the pure-Python path
+
+
+def _array_path(case) -> tuple[float, float]:
+    """single_image_ap through the NumPy stages only (evaluate_image, accumulate, summarize)."""
+    prepared = coco_ap._prepare(*case, None, None)
+    return summarize(coco_ap._accumulate([coco_ap._evaluate(*prepared)], prepared[-1]))
+
+
+def _bigger_case(rng: random.Random):
+    """Up to the size limits of the shortcut: many detections of a few jittered gts (competition)."""
+    n_gt = rng.randint(1, 20)
+    gt = [[x, y, x + rng.uniform(1, 60), y + rng.uniform(1, 60)] for x, y in ((rng.uniform(0, 100), rng.uniform(0, 100)) for _ in range(n_gt))]
+    gc = [rng.randrange(3) for _ in range(n_gt)]
+    dt, dc = [], []
+    for _ in range(rng.randint(0, min(coco_ap._SMALL_DETS, coco_ap._SMALL_PAIRS // n_gt) + 3)):
+        j = rng.randrange(n_gt)
+        x1, y1, x2, y2 = (v + rng.gauss(0, 4) for v in gt[j])
+        dt.append([x1, y1, max(x1, x2), max(y1, y2)])
+        dc.append(gc[j] if rng.random() < 0.9 else rng.randrange(4))
+    dv = [rng.random() < 0.95 for _ in dt]
+    return (np.asarray(gt).reshape(-1, 4), np.asarray(gc, np.int64), np.asarray(dt).reshape(-1, 4),
+            np.asarray(dc, np.int64), np.asarray(dv, bool))
+
+
+@pytest.mark.parametrize("make", [random_case, _bigger_case])
+def test_small_image_path_is_bit_for_bit_the_array_path(make):
+    rng = random.Random(99)
+    taken = 0
+    for _ in range(3000):
+        case = make(rng)
+        want = _array_path(case)
+        small = coco_ap._small_image_ap(*_lists(case)) if len(case[0]) else None
+        if small is not None:
+            taken += 1
+            assert small == want, case
+        assert single_image_ap(*case) == want
+    assert taken > 2000  # the shortcut really is what runs (ignored gts, no gt, NaN boxes defer)
+
+
+def test_small_image_path_defers_what_it_does_not_cover():
+    box = [[0.0, 0.0, 10.0, 10.0]]
+    assert coco_ap._small_image_ap([[0.0, 0.0, 2e5, 1e5 + 1]], [1], box, [1], [True]) is None  # ignored gt
+    assert coco_ap._small_image_ap(box, [1], [[0.0, 0.0, 3e5, 1e5]], [1], [True]) is None  # area > 1e10
+    assert coco_ap._small_image_ap(box, [1], [[float("nan")] * 4], [1], [True]) is None
+    assert coco_ap._small_image_ap(box, [1], box * (MAX_DETS + 1), [1] * (MAX_DETS + 1), [True] * (MAX_DETS + 1)) is None
+    assert not coco_ap._is_small(0, 3) and not coco_ap._is_small(10, coco_ap._SMALL_DETS + 1)

@@ -10,6 +10,7 @@ import pytest
 
 from services.reward_api.engine.ground_truth import parse_solution
 from services.reward_api.engine.parsing import ParsedCompletion
+from services.reward_api.engine.rewards import weighted_sum as ws_module
 from services.reward_api.engine.rewards.weighted_sum import greedy_match, iou, iou_matrix, weighted_sum
 
 
@@ -176,3 +177,60 @@ def test_structured_and_text_ground_truth_give_identical_values():
     a = weighted_sum(parsed, parse_solution(gt_items))
     b = weighted_sum(parsed, parse_solution(text))
     assert a == b and a.value > 0.5
+
+
+# ----------------------------------------------------------------------------- the pure-Python path
+
+
+def _mixed_box(rng):
+    """Ints, floats, equal values of both types, big ints, huge floats: every kind iou() meets."""
+    kind = rng.random()
+    if kind < 0.1:
+        return random_box(rng, big=True)
+    if kind < 0.15:
+        return [rng.choice([-1e308, 0.0, 1e307]), 0.0, 1e308, rng.choice([1e308, 5.0])]
+    box = random_box(rng)
+    if kind < 0.5:
+        box = [float(v) if rng.random() < 0.5 else v for v in box]
+    return box
+
+
+def test_python_candidates_are_exactly_iou():
+    """With no threshold, the inlined arithmetic lists every pair: value and type equal iou()'s."""
+    rng = random.Random(21)
+    for _ in range(2000):
+        preds = [_mixed_box(rng) for _ in range(rng.randint(1, 6))]
+        gts = [_mixed_box(rng) for _ in range(rng.randint(1, 6))]
+        got = ws_module._python_candidates(preds, list(range(len(preds))), gts, float("-inf"))
+        want = [(iou(p, g), i, j) for i, p in enumerate(preds) for j, g in enumerate(gts)]
+        assert [(repr(v), i, j) for v, i, j in got] == [(repr(v), i, j) for v, i, j in want]
+        # A positive threshold skips pairs that do not overlap: the same pairs survive.
+        for threshold in (1e-9, 0.5, 1.0):
+            kept = ws_module._python_candidates(preds, list(range(len(preds))), gts, threshold)
+            assert [(repr(v), i, j) for v, i, j in kept] == [(repr(v), i, j) for v, i, j in want if v >= threshold]
+
+
+def test_python_and_numpy_candidates_agree():
+    rng = random.Random(22)
+    for _ in range(1000):
+        preds = [random_box(rng) for _ in range(rng.randint(1, 12))]
+        gts = [random_box(rng) for _ in range(rng.randint(1, 12))]
+        valid = sorted(rng.sample(range(len(preds)), rng.randint(1, len(preds))))
+        threshold = rng.choice([0.5, 0.3, 0.9, 1.0])
+        assert (ws_module._python_candidates(preds, valid, gts, threshold)
+                == ws_module._numpy_candidates(preds, valid, gts, threshold))
+
+
+@pytest.mark.parametrize("huge, other", [
+    ([-(10**308), 0, 10**308, 1.5], [0, 0, 10, 10]),  # overlapping: int width times float height
+    ([10**160, 10**160, 2 * 10**160, 2 * 10**160], [0.0, 0.0, 1.0, 1.0]),  # apart: int area + float area
+])
+def test_overflowing_integers_raise_as_iou_does(huge, other):
+    """Valid boxes (every number a finite double) whose products overflow: iou() raises, and so
+    does greedy_match, with the same error, whichever path it takes."""
+    with pytest.raises(OverflowError) as expected:
+        iou(huge, other)
+    for preds, gts in (([huge], [other]), ([other], [huge])):
+        with pytest.raises(OverflowError) as got:
+            greedy_match(preds, gts, 0.5)
+        assert str(got.value) == str(expected.value)

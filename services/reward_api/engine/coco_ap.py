@@ -11,6 +11,11 @@ The pipeline mirrors pycocotools, one function per stage:
 * :func:`summarize`       = ``stats[0]`` and ``stats[1]`` of ``COCOeval.summarize``;
 * :func:`single_image_ap` and :func:`dataset_ap` chain the three.
 
+A completion's image is tiny (a handful of boxes), and there NumPy's per-call cost outweighs the
+arithmetic: :func:`single_image_ap` evaluates such images with plain Python floats instead
+(:func:`_small_image_ap`, the same IEEE operations in the same order, so the same bits; the tests
+compare both paths on random images) and keeps NumPy for the final mean only.
+
 Deliberate departure: a detection flagged invalid (``dt_valid`` False) is a zero-area box that
 overlaps nothing, so it is always a false positive (pycocotools would match NaN boxes and
 ignore inverted ones, which a policy can exploit).
@@ -21,7 +26,7 @@ whose loop then treats NaN as a match); pixel coordinates never get there.
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_right
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterable, NamedTuple, Sequence
@@ -471,172 +476,13 @@ def single_image_ap(gt_boxes, gt_cats, dt_boxes, dt_cats, dt_valid) -> tuple[flo
     ground truth the result is (-1.0, -1.0), as pycocotools reports it.
     """
     gt, gc, dt, dc = _xyxy(gt_boxes), _ids(gt_cats), _xyxy(dt_boxes), _ids(dt_cats)
-    valid = np.asarray(dt_valid, dtype=bool).reshape(-1)
+    valid = np.ones(len(dt), dtype=bool) if dt_valid is None else np.asarray(dt_valid, dtype=bool).reshape(-1)
     if len(dc) == len(valid) == len(dt) and len(gc) == len(gt) and _is_small(len(gt), len(dt)):
         result = _small_image_ap(gt.tolist(), gc.tolist(), dt.tolist(), dc.tolist(), valid.tolist())
         if result is not None:
             return result
     prepared = _prepare(gt, gc, dt, dc, dt_valid, None, None)
     return summarize(_accumulate([_evaluate(*prepared)], prepared[-1]))
-
-
-# ---------------------------------------------------------------- small images in pure Python
-#
-# A completion holds a handful of boxes. On arrays that small every NumPy call costs more than
-# the arithmetic it does, so single_image_ap evaluates them with plain floats instead: the same
-# IEEE operations in the same order as the array path (and as maskApi.c / cocoeval.py), hence
-# the same bits. Only the final mean stays in NumPy, so that it is summed by NumPy's pairwise
-# reduction over the same (T, R, K) sequence as pycocotools' np.mean.
-# Images the shortcut does not cover (an ignored gt or out-of-range detection, no ground truth,
-# truncation at MAX_DETS, or too many boxes to be worth it) take the array path.
-
-_SMALL_DETS = 48  # beyond these sizes the array path is as fast or faster (measured)
-_SMALL_PAIRS = 512
-_MATCH_THR_LIST = _MATCH_THRS.tolist()
-_AREA_LO, _AREA_HI = AREA_RNG
-_EPS_F = float(_EPS)
-
-
-def _is_small(n_gt: int, n_dt: int) -> bool:
-    return 0 < n_gt and n_dt <= _SMALL_DETS and n_dt * n_gt <= _SMALL_PAIRS
-
-
-@lru_cache(maxsize=None)  # n <= _SMALL_PAIRS: a bounded, immutable table
-def _recall_counts(n_gt: int) -> tuple[int, ...]:
-    """For j = 0..n_gt: how many recall thresholds need exactly j true positives, i.e. how many
-    entries of accumulate's ``q`` read the envelope at the j-th true positive (see _recall_gather)."""
-    steps = np.searchsorted(np.arange(n_gt + 1) / n_gt, REC_THRS, side="left")
-    return tuple(np.bincount(steps, minlength=n_gt + 1).tolist())
-
-
-def _xywh(box) -> tuple | None:
-    """An xyxy box as (x, y, x + w, y + h, area) with w = x2 - x1, as pycocotools stores and uses
-    it; None when the area is outside the "all" range or NaN (the array path handles those)."""
-    x1, y1, x2, y2 = box
-    w, h = x2 - x1, y2 - y1
-    area = w * h
-    if not _AREA_LO <= area <= _AREA_HI:
-        return None
-    return x1, y1, x1 + w, y1 + h, area
-
-
-def _iou_row(d: tuple, gts: list) -> list[float] | None:
-    """maskApi.c bbIou of one detection against a category's gts (as _iou does); None when a
-    union is not positive, which valid boxes never produce (the array path then decides)."""
-    dx, dy, dx2, dy2, da = d
-    row = []
-    for gx, gy, gx2, gy2, ga in gts:
-        w = min(dx2, gx2) - max(dx, gx)
-        h = min(dy2, gy2) - max(dy, gy)
-        if w > 0 and h > 0:
-            inter = w * h
-            union = da + ga - inter
-            if not union > 0:
-                return None
-            row.append(inter / union)
-        else:
-            row.append(0.0)
-    return row
-
-
-def _match_flags(rows: list, n_gt: int, thr: float) -> list[bool]:
-    """evaluateImg's greedy loop at one threshold, no gt ignored: each detection in turn takes the
-    free gt of highest IoU >= thr, the later gt on ties (``iou >= best`` replaces). True = matched.
-    rows[d] is the detection's IoU row, None for an invalid detection (it matches nothing)."""
-    free = [True] * n_gt
-    flags = []
-    for row in rows:
-        best, pick = thr, -1
-        if row is not None:
-            for g, value in enumerate(row):
-                if value >= best and free[g]:
-                    best, pick = value, g
-        if pick >= 0:
-            free[pick] = False
-        flags.append(pick >= 0)
-    return flags
-
-
-def _envelope(flags: list[bool], n_gt: int) -> list[float]:
-    """accumulate's precision read at j = 0..n_gt true positives (see _precision_recall): the
-    running max from the right of pr = tp / (fp + tp + eps) over the true positives; j = 0 reads
-    the first detection, which the envelope makes the overall maximum; j past the last true
-    positive reads 0 (pycocotools' IndexError)."""
-    prs = []
-    for position, matched in enumerate(flags, start=1):
-        if matched:
-            prs.append((len(prs) + 1) / (float(position) + _EPS_F))  # j / ((fp + tp) + eps)
-    values = [0.0] * (n_gt + 1)
-    best = 0.0
-    for j in range(len(prs), 0, -1):
-        if prs[j - 1] > best:
-            best = prs[j - 1]
-        values[j] = best
-    values[0] = best
-    return values
-
-
-def _category_rows(dets: list, gts: list, thresholds: list[float]) -> list[list[float]] | None:
-    """Envelope values of one category at every IoU threshold; None to defer to the array path."""
-    rows = []
-    for d in dets:
-        row = None if d is None else _iou_row(d, gts)
-        if d is not None and row is None:
-            return None
-        rows.append(row)
-    n_gt = len(gts)
-    # The pairs allowed at a threshold only shrink as it rises, so their number identifies them:
-    # thresholds with as many candidate pairs as the previous one give the same matching.
-    candidates = sorted(v for row in rows if row is not None for v in row if v >= thresholds[0])
-    out, last_count, last = [], -1, None
-    for thr in thresholds:
-        count = len(candidates) - bisect_left(candidates, thr)
-        if count != last_count:
-            last_count, last = count, _envelope(_match_flags(rows, n_gt, thr), n_gt)
-        out.append(last)
-    return out
-
-
-def _small_image_ap(gt: list, gc: list, dt: list, dc: list, valid: list) -> tuple[float, float] | None:
-    """single_image_ap on plain lists (float xyxy boxes, int categories, bool validity), or None
-    when the image is outside what this shortcut covers."""
-    gts: dict[int, list] = {}
-    for box, c in zip(gt, gc):
-        g = _xywh(box)
-        if g is None:
-            return None
-        gts.setdefault(c, []).append(g)
-    cats = sorted(gts)
-    # Detections of evaluated categories, in input order (all score 1.0 and mergesort is stable);
-    # an invalid one is None: a zero-area box that matches nothing.
-    dets: dict[int, list] = {c: [] for c in cats}
-    for box, c, ok in zip(dt, dc, valid):
-        if c in dets:
-            d = _xywh(box) if ok else None
-            if ok and d is None:
-                return None
-            dets[c].append(d)
-    # Envelope values laid out (T, K, j), and how many recall thresholds read each of them.
-    values, counts = [], []
-    by_cat = []
-    for c in cats:
-        rows = _category_rows(dets[c], gts[c], _MATCH_THR_LIST)
-        if rows is None:
-            return None
-        by_cat.append(rows)
-        counts += _recall_counts(len(gts[c]))
-    for t in range(_T):
-        for rows in by_cat:
-            values += rows[t]
-    n_k = len(cats)
-    precision = np.repeat(values, counts * _T).reshape(_T, n_k, _R)
-    if n_k > 1:  # pycocotools' (T, R, K) order, which the mean below sums in
-        precision = precision.transpose(0, 2, 1).ravel()
-    else:
-        precision = precision.ravel()
-    ap = np.add.reduce(precision) / precision.size
-    ap50 = np.add.reduce(precision[: _R * n_k]) / (_R * n_k)
-    return float(ap), float(ap50)
 
 
 def dataset_ap(images: Iterable[ImageInput | tuple], cat_ids=None) -> DatasetAP:
@@ -658,3 +504,169 @@ def dataset_ap(images: Iterable[ImageInput | tuple], cat_ids=None) -> DatasetAP:
         for k, c in enumerate(acc.cat_ids)
     }
     return DatasetAP(ap=ap, ap50=ap50, per_category=per_category)
+
+
+# ---------------------------------------------------------------- small images in pure Python
+#
+# A completion holds a handful of boxes. On arrays that small every NumPy call costs more than
+# the arithmetic it does, so single_image_ap evaluates them with plain floats instead: the same
+# IEEE operations in the same order as the array path (and as maskApi.c / cocoeval.py), hence
+# the same bits. Only the final mean stays in NumPy, so that it is summed by NumPy's pairwise
+# reduction over the same (T, R, K) sequence as pycocotools' np.mean.
+# Images the shortcut does not cover (an ignored gt or out-of-range detection, no ground truth,
+# truncation at MAX_DETS, or too many boxes to be worth it) take the array path.
+
+_SMALL_DETS, _SMALL_GTS = 48, 64  # beyond these sizes the array path is as fast or faster (measured)
+_SMALL_PAIRS = 512
+_MATCH_THR_LIST = _MATCH_THRS.tolist()
+_AREA_LO, _AREA_HI = AREA_RNG
+_EPS_F = float(_EPS)
+
+
+def _is_small(n_gt: int, n_dt: int) -> bool:
+    return 0 < n_gt <= _SMALL_GTS and n_dt <= _SMALL_DETS and n_dt * n_gt <= _SMALL_PAIRS
+
+
+@lru_cache(maxsize=128)  # keys: gt counts, at most _SMALL_GTS in all; values: ~100 KB at worst
+def _layout(n_gts: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """How :func:`_small_image_ap` spreads its envelope values over accumulate's (T, R, K) array.
+
+    The values come laid out (T, K, j), category k holding n_k + 1 of them (j = 0..n_k true
+    positives); recall threshold r reads, for category k, the least j with j / n_k >= REC_THRS[r]
+    (see _recall_gather). Consecutive recall thresholds that read the same j for every category
+    form a segment. Returns ``gather`` (T, S, K): flat indices of the values each segment reads,
+    and ``lengths`` (S,): how many recall thresholds each spans; ``values[gather]`` repeated by
+    ``lengths`` along axis 1 is the (T, R, K) array, C-ordered as pycocotools' is.
+    """
+    steps = np.stack([np.searchsorted(np.arange(n + 1) / n, REC_THRS, side="left") for n in n_gts], axis=1)
+    starts = np.flatnonzero(np.r_[True, (steps[1:] != steps[:-1]).any(axis=1)])  # (S,)
+    lengths = np.diff(np.r_[starts, _R])
+    widths = [n + 1 for n in n_gts]
+    offsets = np.cumsum([0] + widths[:-1])  # where category k's values start within one threshold
+    gather = (steps[starts] + offsets)[None, :, :] + (np.arange(_T) * sum(widths))[:, None, None]
+    gather.flags.writeable = False
+    lengths.flags.writeable = False
+    return gather, lengths
+
+
+def _xywh(box) -> tuple | None:
+    """An xyxy box as (x, y, x + w, y + h, area) with w = x2 - x1, as pycocotools stores and uses
+    it; None when the area is outside the "all" range or NaN (the array path handles those)."""
+    x1, y1, x2, y2 = box
+    w, h = x2 - x1, y2 - y1
+    area = w * h
+    if not _AREA_LO <= area <= _AREA_HI:
+        return None
+    return x1, y1, x1 + w, y1 + h, area
+
+
+def _options(d: tuple, gts: list, lowest: float) -> list[tuple[int, float]] | None:
+    """The gts one detection may match at the lowest threshold: ``(gt index, IoU)`` in gt order,
+    IoU as maskApi.c bbIou (and _iou) computes it. None when a union is not positive, which
+    valid boxes never produce (the array path then decides)."""
+    dx, dy, dx2, dy2, da = d
+    options = []
+    for g, (gx, gy, gx2, gy2, ga) in enumerate(gts):
+        # fmin/fmax as conditionals (builtin min/max calls cost more); no NaN can reach here.
+        w = (dx2 if dx2 < gx2 else gx2) - (dx if dx > gx else gx)
+        h = (dy2 if dy2 < gy2 else gy2) - (dy if dy > gy else gy)
+        if w > 0 and h > 0:
+            inter = w * h
+            union = da + ga - inter
+            if not union > 0:
+                return None
+            iou = inter / union
+            if iou >= lowest:
+                options.append((g, iou))
+    return options
+
+
+def _precision_at(options: list, n_gt: int, thr: float) -> list[float]:
+    """One category at one IoU threshold, no gt ignored: accumulate's precision read at
+    j = 0..n_gt true positives, after evaluateImg's greedy matching.
+
+    Matching: each detection in turn (options[d], empty for an invalid one) takes the free gt of
+    highest IoU >= thr, the later gt on ties (evaluateImg replaces its pick when ``iou >= best``).
+    Precision (see _precision_recall): the running max from the right of pr = tp / (fp + tp + eps)
+    over the true positives; j = 0 reads the first detection, which that envelope makes the
+    overall maximum; j past the last true positive reads 0 (pycocotools' IndexError).
+    """
+    free = [True] * n_gt
+    prs = []
+    for position, choices in enumerate(options, start=1):
+        best, pick = thr, -1
+        for g, iou in choices:
+            if iou >= best and free[g]:
+                best, pick = iou, g
+        if pick >= 0:
+            free[pick] = False
+            prs.append((len(prs) + 1) / (position + _EPS_F))  # j / ((fp + tp) + eps), fp + tp exact
+    values = [0.0] * (n_gt + 1)
+    best = 0.0
+    for j in range(len(prs), 0, -1):
+        if prs[j - 1] > best:
+            best = prs[j - 1]
+        values[j] = best
+    values[0] = best
+    return values
+
+
+def _category_rows(dets: list, gts: list, thresholds: list[float]) -> list[list[float]] | None:
+    """_precision_at of one category at every IoU threshold; None to defer to the array path."""
+    options = []
+    for d in dets:
+        choices = [] if d is None else _options(d, gts, thresholds[0])
+        if choices is None:
+            return None
+        options.append(choices)
+    # Matching at a threshold depends only on which pairs reach it, and a pair of IoU v reaches
+    # the thresholds before bisect_right(thresholds, v): between those cuts nothing changes, so
+    # each run of thresholds is evaluated once (typically 2 or 3 runs instead of 10 thresholds).
+    cuts = {bisect_right(thresholds, iou) for choices in options for _, iou in choices}
+    cuts.add(len(thresholds))
+    out, start = [], 0
+    for end in sorted(cuts):
+        out += [_precision_at(options, len(gts), thresholds[start])] * (end - start)
+        start = end
+    return out
+
+
+def _small_image_ap(gt: list, gc: list, dt: list, dc: list, valid: list) -> tuple[float, float] | None:
+    """single_image_ap on plain lists (float xyxy boxes, int categories, bool validity), or None
+    when the image is outside what this shortcut covers."""
+    if len(dt) > MAX_DETS:  # no truncation to implement: _is_small keeps far below it anyway
+        return None
+    gts: dict[int, list] = {}
+    for box, c in zip(gt, gc):
+        g = _xywh(box)
+        if g is None:
+            return None
+        gts.setdefault(c, []).append(g)
+    cats = sorted(gts)
+    # Detections of evaluated categories, in input order (all score 1.0 and mergesort is stable);
+    # an invalid one is None: a zero-area box that matches nothing.
+    dets: dict[int, list] = {c: [] for c in cats}
+    for box, c, ok in zip(dt, dc, valid):
+        if c in dets:
+            d = _xywh(box) if ok else None
+            if ok and d is None:
+                return None
+            dets[c].append(d)
+    # Envelope values of every category at every threshold, laid out (T, K, j).
+    by_cat = []
+    for c in cats:
+        rows = _category_rows(dets[c], gts[c], _MATCH_THR_LIST)
+        if rows is None:
+            return None
+        by_cat.append(rows)
+    values = []
+    for t in range(_T):
+        for rows in by_cat:
+            values += rows[t]
+    gather, lengths = _layout(tuple(len(gts[c]) for c in cats))
+    precision = np.array(values)[gather].repeat(lengths, axis=1).ravel()  # (T, R, K), C order
+    # summarize's mean: NumPy's pairwise sum over the same sequence, then one division.
+    ap = float(np.add.reduce(precision)) / precision.size
+    n_ap50 = _R * len(cats)  # precision[0]
+    ap50 = float(np.add.reduce(precision[:n_ap50])) / n_ap50
+    return ap, ap50

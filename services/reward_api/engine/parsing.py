@@ -18,8 +18,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from functools import cached_property
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import json_repair
 
@@ -59,9 +58,11 @@ BBOX_KEY, LABEL_KEY = '"bbox_2d"', '"label"'
 # one counts as unparsable, so repetition falls back to word 6-grams. Documented as a departure.
 REPAIR_MAX_CHARS = 1024
 
-# A newline preceded by white space (weighted_sum normalisation). One character class behind a
-# fixed-width lookbehind: the engine tries each position once, so this is linear.
-_NEWLINE_AFTER_SPACE = re.compile(r"(?<=\s)[\n\r]")
+# A newline preceded by white space (weighted_sum normalisation): the same matches as
+# r"(?<=\s)[\n\r]", but led by the character class, so the engine skips to the newlines with its
+# fast charset search and only checks the character before them (2.4x faster). Linear: each
+# position is tried once, with a fixed-width lookbehind.
+_NEWLINE_AFTER_SPACE = re.compile(r"[\n\r](?<=\s[\n\r])")
 
 
 # ---------------------------------------------------------------- scanners
@@ -236,12 +237,14 @@ class BoxList:
     failure: str | None = None
 
 
-def box_list(text: str, which: str = "last") -> BoxList:
-    """The box list of ``text``: its last (or first) ```` ```json(.*?)``` ```` block, stripped, as JSON."""
+def box_list(text: str, which: str = "last", load: Callable[[str], tuple[Any, bool]] = load_json) -> BoxList:
+    """The box list of ``text``: its last (or first) ```` ```json(.*?)``` ```` block, stripped, as JSON.
+
+    ``load``: :func:`load_json`, or a memoised equivalent (see ParsedCompletion._load_json)."""
     block = last_block(text, JSON_FENCE_OPEN, FENCE) if which == "last" else first_block(text, JSON_FENCE_OPEN, FENCE)
     if block is None:
         return BoxList([], "no_json_fence")
-    value, ok = load_json(block.strip())
+    value, ok = load(block.strip())
     if not ok:
         return BoxList([], "invalid_json")
     if not isinstance(value, list):
@@ -249,9 +252,9 @@ def box_list(text: str, which: str = "last") -> BoxList:
     return BoxList(value)
 
 
-def _load_or_repair(text: str) -> Any:
+def _load_or_repair(text: str, load: Callable[[str], tuple[Any, bool]] = load_json) -> Any:
     """json.loads, else json_repair for blocks up to REPAIR_MAX_CHARS; None when neither reads it."""
-    value, ok = load_json(text)
+    value, ok = load(text)
     if ok:
         return value
     if len(text) > REPAIR_MAX_CHARS:
@@ -262,10 +265,11 @@ def _load_or_repair(text: str) -> Any:
         return None
 
 
-def repetition_box_list(text: str) -> tuple[str | None, list | None]:
+def repetition_box_list(text: str, load: Callable[[str], tuple[Any, bool]] = load_json) -> tuple[str | None, list | None]:
     """repetition step 2: ``(source, items)``; items is the parsed non-empty list, else None.
 
-    source: "json_fence", "fence", "bare_list" (which pattern found the block) or None.
+    source: "json_fence", "fence", "bare_list" (which pattern found the block) or None;
+    ``load`` as for :func:`box_list`.
     """
     block = first_block(text, JSON_FENCE_OPEN, FENCE)
     source = "json_fence"
@@ -275,16 +279,16 @@ def repetition_box_list(text: str) -> tuple[str | None, list | None]:
         block, source = first_bare_box_list(text), "bare_list"
     if block is None:
         return None, None
-    value = _load_or_repair(block.strip())
+    value = _load_or_repair(block.strip(), load)
     return source, (value if isinstance(value, list) and value else None)
 
 
-@dataclass(frozen=True)
-class Prediction:
+class Prediction(NamedTuple):
     """One item of a box list as the detection rewards read it.
 
     ``label`` is None for an item that is not an object or has no string label; ``box`` is the
-    valid box, or None with ``box_problem`` saying why not.
+    valid box, or None with ``box_problem`` saying why not. (A NamedTuple, not a frozen
+    dataclass: one is built for every item of every completion, five times faster.)
     """
 
     is_object: bool
@@ -309,11 +313,42 @@ def read_predictions(items: list) -> tuple[Prediction, ...]:
 # ---------------------------------------------------------------- the per-sample views
 
 
+class cached_property:  # noqa: N801 - named after the functools decorator it stands in for
+    """functools.cached_property without the lock Python 3.11 takes on every first access (it
+    cost more than some of the views it guards). A ParsedCompletion belongs to one request's
+    thread; were two threads to race, both would compute the same value."""
+
+    def __init__(self, func: Callable[[Any], Any]) -> None:
+        self.func = func
+        self.__doc__ = func.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        # Stored in the instance dict, which then shadows this (non-data) descriptor.
+        value = obj.__dict__[self.name] = self.func(obj)
+        return value
+
+
 class ParsedCompletion:
-    """Every view of one completion the rewards need, each computed at most once."""
+    """Every view of one completion the rewards need, each computed at most once.
+
+    The views are read-only: the answer's box list and repetition's block are usually the same
+    text, and then share one parsed JSON value (:meth:`_load_json`).
+    """
 
     def __init__(self, text: str) -> None:
         self.text = text
+        self._json: dict[str, tuple[Any, bool]] = {}
+
+    def _load_json(self, text: str) -> tuple[Any, bool]:
+        """:func:`load_json`, once per distinct text within this completion."""
+        if text not in self._json:
+            self._json[text] = load_json(text)
+        return self._json[text]
 
     @cached_property
     def answer(self) -> str | None:
@@ -326,7 +361,7 @@ class ParsedCompletion:
         """The box list of the answer block (last ```json fence); failure "no_answer" without one."""
         if self.answer is None:
             return BoxList([], "no_answer")
-        return box_list(self.answer, "last")
+        return box_list(self.answer, "last", self._load_json)
 
     @property
     def answer_items(self) -> list:
@@ -350,7 +385,7 @@ class ParsedCompletion:
     @cached_property
     def ws_box_list(self) -> BoxList:
         """The box list of the FIRST ```json fence of the normalised completion."""
-        return box_list(self.ws_normalised, "first")
+        return box_list(self.ws_normalised, "first", self._load_json)
 
     @property
     def ws_items(self) -> list:
@@ -358,7 +393,7 @@ class ParsedCompletion:
 
     @cached_property
     def _repetition(self) -> tuple[str | None, list | None]:
-        return repetition_box_list(self.text)
+        return repetition_box_list(self.text, self._load_json)
 
     @property
     def repetition_source(self) -> str | None:

@@ -75,6 +75,8 @@ class BatchScores:
 
 
 def _field(sample: Any, name: str) -> Any:
+    if type(sample) is dict:  # the usual case, ahead of the (slow) abstract Mapping check
+        return sample.get(name)
     return sample.get(name) if isinstance(sample, Mapping) else getattr(sample, name, None)
 
 

@@ -16,16 +16,20 @@
 Departure from the reference: a prediction without a label crashed it (or reused the previous
 item's label); here the label is "".
 
-IoUs are computed with NumPy when every coordinate is a float or an integer of magnitude at most
-2**20: then every intermediate value is exact in float64, so the result is bit for bit what the
-reference's Python arithmetic gives. Larger integers take an exact pure-Python path. An IoU that
-overflows to a non-finite value (coordinates near 1e308) is 0.
+A completion's few boxes (up to ``_PYTHON_PAIRS`` pairs) are matched with :func:`iou`'s own
+Python arithmetic, inlined (:func:`_python_candidates`): the reference's values by construction.
+More boxes go through :func:`iou_matrix`: NumPy when every coordinate is a float or an integer of
+magnitude at most 2**20 (then every intermediate value is exact in float64, so the result is bit
+for bit what the reference's Python arithmetic gives), else an exact pure-Python path. An IoU
+that overflows to a non-finite value (coordinates near 1e308) is 0.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from operator import itemgetter
+from typing import NamedTuple
 
 import numpy as np
 
@@ -49,10 +53,11 @@ __all__ = [
 DEFAULTS = {"alpha": 0.7, "beta": 0.0, "gamma": 0.3, "iou_threshold": 0.5}
 EXACT_FLOAT_INT = 2**20  # |int| up to this: every product and sum of the formula is exact in float64
 _ROWS_ELEMENTS = 1 << 22  # IoU matrix computed in row blocks of at most this many elements
+_FLOAT_SAFE_INT = 2**1023  # an int of smaller magnitude converts to a finite float
+_PYTHON_PAIRS = 400  # up to this many (prediction, gt) pairs, plain Python beats NumPy (measured)
 
 
-@dataclass(frozen=True)
-class Match:
+class Match(NamedTuple):  # immutable like a frozen dataclass, and several times cheaper to build
     pred: int
     gt: int
     iou: float
@@ -130,6 +135,72 @@ def _vectorised_iou(p: np.ndarray, g: np.ndarray) -> np.ndarray:
     return value
 
 
+def _python_candidates(pred_boxes: list, valid: list[int], gt_boxes: list, threshold: float) -> list[tuple]:
+    """``(iou, pred, gt)`` of every pair with ``iou >= threshold``, in (pred, gt) order.
+
+    :func:`iou`'s Python arithmetic, inlined (a call per pair costs more than the arithmetic; on
+    the few boxes of a completion this beats NumPy, whose per-call cost dominates tiny arrays).
+    Each box's own terms are computed once, but every operation has the same operands as in
+    :func:`iou`, so every value is the same, type included; ``y if y > x else x`` is what
+    ``max(x, y)`` returns, and ``y if y < x else x`` what ``min(x, y)`` returns.
+    """
+    gts = [(b[0], b[1], b[2] - 1, b[3] - 1, (b[2] - b[0]) * (b[3] - b[1])) for b in gt_boxes]
+    preds = [(p, a[0], a[1], a[2] - 1, a[3] - 1, (a[2] - a[0]) * (a[3] - a[1])) for p, a in
+             ((p, pred_boxes[p]) for p in valid)]
+    # Most pairs do not overlap: their intersection is 0, so their IoU is exactly 0.0 (0 / union,
+    # or the 0.0 of a non-positive union), which a positive threshold rejects. Skipping them also
+    # skips their area_a + area_b, which could only raise for an int area too large for a float.
+    skip_apart = threshold > 0 and all(_float_safe(g[4]) for g in gts) and all(_float_safe(p[5]) for p in preds)
+    out = []
+    for p, ax1, ay1, ax2, ay2, area_a in preds:
+        for g, (bx1, by1, bx2, by2, area_b) in enumerate(gts):
+            ix1 = bx1 if bx1 > ax1 else ax1
+            iy1 = by1 if by1 > ay1 else ay1
+            ix2 = bx2 if bx2 < ax2 else ax2
+            iy2 = by2 if by2 < ay2 else ay2
+            if ix1 < ix2 and iy1 < iy2:
+                inter = (ix2 - ix1 + 1) * (iy2 - iy1 + 1)
+            elif skip_apart:
+                continue
+            else:
+                inter = 0
+            union = area_a + area_b - inter
+            value = inter / union if union > 0 else 0.0
+            if not math.isfinite(value):
+                value = 0.0
+            if value >= threshold:
+                out.append((value, p, g))
+    return out
+
+
+def _float_safe(area) -> bool:
+    """Whether adding ``area`` to a float cannot raise (only an int beyond the double range can)."""
+    return type(area) is not int or -_FLOAT_SAFE_INT < area < _FLOAT_SAFE_INT
+
+
+def _numpy_candidates(pred_boxes: list, valid: list[int], gt_boxes: list, threshold: float) -> list[tuple]:
+    """:func:`_python_candidates` through :func:`iou_matrix`, in row blocks: for many boxes."""
+    rows_per_block = max(1, _ROWS_ELEMENTS // len(gt_boxes))
+    out = []
+    for start in range(0, len(valid), rows_per_block):
+        block = valid[start:start + rows_per_block]
+        matrix = iou_matrix([pred_boxes[i] for i in block], gt_boxes)
+        rows, cols = np.nonzero(matrix >= threshold)  # row-major: sorted by (pred, gt)
+        out += zip(matrix[rows, cols].tolist(), np.asarray(block)[rows].tolist(), cols.tolist())
+    return out
+
+
+def _candidates(pred_boxes: list, valid: list[int], gt_boxes: list, threshold: float) -> list[tuple]:
+    if len(valid) * len(gt_boxes) <= _PYTHON_PAIRS:
+        try:
+            return _python_candidates(pred_boxes, valid, gt_boxes, threshold)
+        except ArithmeticError:
+            # Only integer coordinates near 1e308 overflow; iou_matrix then goes through iou()
+            # pair by pair, raising exactly what it always raised.
+            pass
+    return _numpy_candidates(pred_boxes, valid, gt_boxes, threshold)
+
+
 def greedy_match(pred_boxes: list, gt_boxes: list, threshold: float) -> list[tuple[int, int, float]]:
     """Greedy matching: ``(pred, gt, iou)`` in the order the pairs are taken.
 
@@ -141,26 +212,17 @@ def greedy_match(pred_boxes: list, gt_boxes: list, threshold: float) -> list[tup
     valid = [i for i, box in enumerate(pred_boxes) if box is not None]
     if not valid or not gt_boxes:
         return []
-    rows_per_block = max(1, _ROWS_ELEMENTS // len(gt_boxes))
-    cand_pred, cand_gt, cand_iou = [], [], []
-    for start in range(0, len(valid), rows_per_block):
-        block = valid[start:start + rows_per_block]
-        matrix = iou_matrix([pred_boxes[i] for i in block], gt_boxes)
-        rows, cols = np.nonzero(matrix >= threshold)  # row-major: sorted by (pred, gt)
-        cand_pred.append(np.asarray(block, dtype=np.int64)[rows])
-        cand_gt.append(cols)
-        cand_iou.append(matrix[rows, cols])
-    preds, gts, ious = np.concatenate(cand_pred), np.concatenate(cand_gt), np.concatenate(cand_iou)
-    order = np.argsort(-ious, kind="stable")  # stable keeps (pred, gt) order among equal IoUs
+    candidates = _candidates(pred_boxes, valid, gt_boxes, threshold)
+    # Python's sort is stable, with reverse=True too: equal IoUs keep their (pred, gt) order.
+    candidates.sort(key=itemgetter(0), reverse=True)
     matched_pred, matched_gt, matches = set(), set(), []
     limit = min(len(valid), len(gt_boxes))
-    for k in order.tolist():
-        p, g = int(preds[k]), int(gts[k])
+    for value, p, g in candidates:
         if p in matched_pred or g in matched_gt:
             continue
         matched_pred.add(p)
         matched_gt.add(g)
-        matches.append((p, g, float(ious[k])))
+        matches.append((p, g, value))
         if len(matches) == limit:
             break
     return matches
