@@ -109,7 +109,7 @@ class ErrorBody(BaseModel):
 
 # ---------------------------------------------------------------- evaluation (POST /v1/evaluate)
 # Dataset-level metrics of a whole evaluation set in one request: AP over a dataset cannot be
-# merged from parts, so the client never splits it (docs/evaluation.md).
+# merged from parts, so the client never splits it (README, "Evaluation").
 
 
 class EvaluateImage(_Strict):

@@ -3,7 +3,7 @@
     python -m trainer.coco_datasets instances_val2017.json --subset pos_1 --mode all \\
         --images val2017/ --out coco_pos_1_all.jsonl
 
-Subsets (the exact rules; docs/evaluation.md repeats them):
+Subsets (the exact rules; the README's "Evaluation" repeats them):
 
 * Every subset first reads an image's annotations into *boxes*: non-crowd annotations whose box has
   a positive width and height, converted from COCO ``[x, y, w, h]`` to corners ``[x1, y1, x2, y2]``.

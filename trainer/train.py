@@ -3,7 +3,7 @@
 Arguments are TRL's (TrlParser): every ``GRPOConfig`` field and every ``ModelConfig`` field
 (``model_name_or_path``, ``dtype``, ``use_peft``, ``lora_*``) may be set in the YAML file or on the
 command line (which wins), plus this project's `ODArguments` (data, prompts, reward service,
-image resolution, vision freezing, telemetry). docs/trainer.md is the reference.
+image resolution, vision freezing, telemetry). The README's "Trainer" section is the reference.
 
 The rewards: one async TRL reward function per configured reward (so TRL logs
 ``rewards/<name>/mean``), all served by ONE ``POST /v1/score`` per generation batch through

@@ -2,7 +2,7 @@
 
 Completions are read exactly as the rewards read them (``parsing.ParsedCompletion``: the last
 answer block, the last ```json fence in it) and ground truth exactly as ``ground_truth`` reads it.
-What is computed, over a whole evaluation set (docs/evaluation.md is the user's version):
+What is computed, over a whole evaluation set (README "Evaluation" is the user's version):
 
 * **COCO mAP@[.5:.95] and AP50**: one pycocotools ``COCOeval(..., "bbox")`` over every image
   (``coco_ap.dataset_ap``): every predicted box scores 1.0, so the ranking is image order, then
