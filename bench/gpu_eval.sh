@@ -29,18 +29,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu
 "$PY" -m services.reward_api --host 127.0.0.1 --port "$PORT" --workers 1 --log-level warning > "$OUT/service.log" 2>&1 &
 SERVICE_PID=$!
 trap 'kill "$SERVICE_PID" 2>/dev/null || true; rm -rf "$WORK"' EXIT
-"$PY" - "$PORT" <<'PYEOF'
-import sys, time, httpx
-url = f"http://127.0.0.1:{sys.argv[1]}/readyz"
-for _ in range(300):
-    try:
-        if httpx.get(url, timeout=2).status_code == 200:
-            sys.exit(0)
-    except httpx.HTTPError:
-        pass
-    time.sleep(0.2)
-sys.exit("reward service did not become ready; see service.log")
-PYEOF
+"$PY" -m bench.wait_ready "$PORT"
 
 START=$(date +%s.%N)
 "$PY" -m trainer.evaluate --model "$WORK/tiny" --data "$WORK/data/train.jsonl" --images "$WORK/data/images" \

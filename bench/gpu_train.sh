@@ -44,18 +44,7 @@ OMP_NUM_THREADS=1 "$PY" -m services.reward_api --host 127.0.0.1 --port "$PORT" -
   > "$OUT/reward_service.log" 2>&1 &
 SERVICE=$!
 trap 'kill $SERVICE 2>/dev/null || true; wait $SERVICE 2>/dev/null || true; rm -rf "$WORK"' EXIT
-"$PY" - "$PORT" <<'PY'
-import sys, time, httpx
-url = f"http://127.0.0.1:{sys.argv[1]}/readyz"
-for _ in range(300):
-    try:
-        if httpx.get(url, timeout=2).status_code == 200:
-            sys.exit(0)
-    except httpx.HTTPError:
-        pass
-    time.sleep(0.2)
-sys.exit("reward service not ready after 60 s")
-PY
+"$PY" -m bench.wait_ready "$PORT"
 
 $LAUNCH trainer.train \
   --model_name_or_path "$WORK/tiny" $PRECISION \

@@ -83,6 +83,20 @@ def test_grpo_trains_the_tiny_model_with_rewards_from_the_service(tiny_model_dir
     assert {entry["name"] for entry in record["service"]["rewards"]} >= set(REWARDS)
 
 
+def test_lora_with_a_frozen_vision_tower_trains_language_adapters_only(tiny_model_dir, synthetic_dir, tmp_path):
+    out = tmp_path / "lora"
+    lora = ["--use_peft", "true", "--lora_r", "4", "--lora_alpha", "8", "--freeze_vision_modules", "true"]
+    with serving() as server:
+        assert train.main(train_args(tiny_model_dir, synthetic_dir, out, server.url, 2, *lora)) == 0
+    from safetensors.torch import load_file
+
+    adapters = load_file(str(out / "adapter_model.safetensors"))
+    assert adapters and all("lora_" in name for name in adapters), sorted(adapters)[:5]
+    assert not any("visual" in name for name in adapters), "LoRA adapters on the frozen vision tower"
+    trained = [name for name, value in adapters.items() if "lora_B" in name and value.abs().sum() > 0]
+    assert trained, "no LoRA adapter moved from its zero initialisation"
+
+
 # ----------------------------------------------------------------------------------------------
 # The service dies in the middle of a run
 
