@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from types import SimpleNamespace
 
 import pytest
@@ -205,3 +206,30 @@ def test_hostile_ground_truth_is_an_error_not_a_hang():
     scores = score([sample("x", "```json\n" + "[" * MB + "\n```", 1), sample("x", '[{"bbox_2d"' * (MB // 11), 1)])
     assert time.perf_counter() - started < 1.0
     assert scores.error_reasons == ["invalid_solution", "invalid_solution"]
+
+
+ALL_SEVEN = ["format", "ap", "ap50", "od_length", "weighted_sum", "repetition", "cosine"]
+
+
+def test_a_valid_box_with_huge_integers_is_scored_not_crashed():
+    # 10**155 fits in a double, so the box is valid; multiplied as Python ints its area (1e310)
+    # used to overflow against a float area and null every reward of the sample.
+    big = "1" + "0" * 155
+    completion = ('<think>t</think><answer>```json\n[{"bbox_2d": [0, 0, %s, %s], "label": "a"}]\n```</answer>'
+                  % (big, big))
+    solution = '```json\n[{"bbox_2d": [0, 0, 10.5, 10], "label": "a"}]\n```'
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warnings either: they would flood the logs
+        scores = score_batch([{"completion": completion, "solution": solution, "completion_tokens": 5}], ALL_SEVEN)
+    assert scores.errors == [None]
+    values = {name: column[0] for name, column in scores.values.items()}
+    assert values["format"] == 1.0 and values["weighted_sum"] == 0.0 and values["ap"] == 0.0
+    assert values["od_length"] == 0.0 and values["repetition"] == 0.0 and values["cosine"] < 0
+
+
+def test_a_ground_truth_box_beyond_cocos_area_range_is_refused_not_scored_minus_one():
+    solution = [{"bbox_2d": [0, 0, 200_000, 60_000], "label": "a"}]  # 1.2e10 px²: pycocotools' AP would be -1
+    completion = '<think>t</think><answer>```json\n[{"bbox_2d": [0, 0, 200000, 60000], "label": "a"}]\n```</answer>'
+    scores = score_batch([{"completion": completion, "solution": solution}], ["ap"])
+    assert scores.values["ap"] == [None] and scores.error_reasons == ["invalid_solution"]
+    assert "area" in scores.errors[0] and "1e10" in scores.errors[0]

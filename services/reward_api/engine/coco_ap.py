@@ -140,6 +140,12 @@ def bbox_iou(dt_xywh, gt_xywh) -> np.ndarray:
     return _iou(d[0], d[1], d[2], d[3], d[2] * d[3], g[0], g[1], g[2], g[3], g[2] * g[3])
 
 
+# Boxes near the double range (a policy may answer 1e300) make inf areas and inf - inf = NaN
+# overlaps; pycocotools computes the same and so do we, so the warnings would only fill the logs.
+_QUIET_OVERFLOW = np.errstate(over="ignore", invalid="ignore")
+
+
+@_QUIET_OVERFLOW
 def _iou(dx, dy, dw, dh, da, gx, gy, gw, gh, ga) -> np.ndarray:
     # The far edge is x + w, not the x2 it came from: that is what pycocotools computes with, and
     # it can differ from x2 in the last bit.
@@ -186,6 +192,7 @@ def _prepare(gt_boxes, gt_cats, dt_boxes, dt_cats, dt_valid, dt_scores, cat_ids)
     return gt, gc, dt, dc, valid, scores, cats
 
 
+@_QUIET_OVERFLOW
 def _evaluate(gt, gc, dt, dc, valid, scores, cats) -> ImageEval:
     """evaluate_image on prepared arrays (every gt is of a category in ``cats``)."""
     # Detections: known categories only, best score first (stable: equal scores keep input order,

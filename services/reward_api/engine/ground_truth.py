@@ -152,9 +152,21 @@ def _check_items(items: list) -> None:
         if not isinstance(item.get("label"), str):
             problem = "is missing" if "label" not in item else f"is {_json_type(item['label'])}, not a string"
             raise SolutionError(f"solution item {index}: label {problem}")
-        problem = box_problem(item.get("bbox_2d"))
+        problem = box_problem(item.get("bbox_2d")) or _area_problem(item["bbox_2d"])
         if problem is not None:
             raise SolutionError(f"solution item {index}: bbox_2d {problem}")
+
+
+# COCO's area range "all" is [0, 1e5**2]: pycocotools ignores a ground-truth box beyond it, and with
+# only such boxes its AP is -1 ("undefined"), which would reach training as a reward. No image is
+# 100,000 pixels on a side, so such a box is broken data, refused like any other.
+MAX_GT_AREA = 1e5**2
+
+
+def _area_problem(box: Box) -> str | None:
+    x1, y1, x2, y2 = map(float, box)
+    area = (x2 - x1) * (y2 - y1)
+    return None if area <= MAX_GT_AREA else f"has an area of {area:.3g} px², beyond COCO's area range (1e10)"
 
 
 def _weighted_sum_items(is_none: bool, normalised: str, raw_boxes: tuple) -> list:

@@ -228,11 +228,23 @@ def greedy_match(pred_boxes: list, gt_boxes: list, threshold: float) -> list[tup
     return matches
 
 
+def as_doubles(box) -> tuple[float, float, float, float]:
+    """The box's numbers as IEEE doubles, the arithmetic the spec means by "finite numbers".
+
+    A valid box's integers all fit in a double, but Python would multiply them exactly: a policy
+    answering ``[0, 0, 10**155, 10**155]`` would then get an area of 1e310 that overflows when it
+    meets a float area, and lose every reward of the sample. In doubles the area is inf and the
+    IoU 0, as for any box that overlaps nothing. Below 2**53 the two arithmetics agree.
+    """
+    return tuple(map(float, box))
+
+
 def _box_and_label(item) -> tuple:
     if not isinstance(item, dict):
         return None, ""
     label = item.get("label")
-    return valid_box(item.get("bbox_2d")), label if isinstance(label, str) else ""
+    box = valid_box(item.get("bbox_2d"))
+    return (None if box is None else as_doubles(box)), label if isinstance(label, str) else ""
 
 
 def weighted_sum(
@@ -252,7 +264,7 @@ def weighted_sum(
     if not preds:
         return WeightedSumResult(0.0, "no_predictions", 0, len(gts))
     pred_boxes, pred_labels = zip(*(_box_and_label(item) for item in preds))
-    gt_boxes = [tuple(item["bbox_2d"]) for item in gts]  # validated by ground_truth
+    gt_boxes = [as_doubles(item["bbox_2d"]) for item in gts]  # validated by ground_truth
     gt_labels = [item["label"] for item in gts]
     matches = tuple(
         Match(p, g, value, pred_labels[p] == gt_labels[g])
