@@ -69,7 +69,7 @@ def print_table(r: dict) -> None:
     rows = [
         ("AP, ours (cases/s)", f"{r['ap']['ours_per_s']:,.0f}", ""),
         ("AP, pycocotools (cases/s)", f"{r['ap']['pycocotools_per_s']:,.0f}", ""),
-        ("AP speedup", f"{r['ap']['speedup']:.1f}x", ""),
+        ("AP speedup", f"{r['ap']['speedup']:.1f}x", "target >= 40x"),
         ("7 rewards, reference in-process (samples/s)", f"{r['reference']['samples_per_s']:,.0f}", ""),
         ("7 rewards, engine in-process, 1 core (samples/s)", f"{r['engine']['samples_per_s']:,.0f}",
          f"{r['engine']['ms_per_batch']:.1f} ms per 64"),

@@ -85,8 +85,15 @@ def generate_completions(model, processor, examples: Sequence[data.Example], tem
     return completions
 
 
-def completion_records(examples: Sequence[data.Example], completions: Sequence[str], template: str) -> list[dict]:
-    """The lines of completions.jsonl: what was asked, what the model said, what it should have said."""
+def completion_records(
+    examples: Sequence[data.Example], completions: Sequence[str], template: str, categories: list[str] | None = None
+) -> list[dict]:
+    """The lines of completions.jsonl: what was asked, what the model said, what it should have said.
+
+    ``categories`` (the set's, hard negatives included) goes on every line, so that
+    ``python -m shared.evaluate completions.jsonl`` scores the file exactly as this run did.
+    """
+    asked = {} if categories is None else {"categories": list(categories)}
     return [
         {
             "source": ex.source,
@@ -95,6 +102,7 @@ def completion_records(examples: Sequence[data.Example], completions: Sequence[s
             "completion": completion,
             "solution": ex.solution,  # in the resized image's pixels, like the completion
             "resized_size": list(ex.resized_size),
+            **asked,
         }
         for ex, completion in zip(examples, completions, strict=True)
     ]
@@ -143,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     loaded = time.perf_counter()
     completions = generate_completions(model, processor, examples, args.template, args.batch_size, args.max_new_tokens)
     generated = time.perf_counter()
-    records = completion_records(examples, completions, args.template)
+    records = completion_records(examples, completions, args.template, categories)
     write_jsonl(records, out_dir / "completions.jsonl")
 
     urls = args.url or [os.environ.get("REWARD_API_URL", "http://127.0.0.1:8000")]

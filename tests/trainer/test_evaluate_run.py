@@ -4,6 +4,7 @@ service subprocess; then the scoring-only command on the saved completions gives
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -71,3 +72,11 @@ def test_asked_categories_come_from_the_lines(tmp_path):
     assert evaluate.asked_categories(str(path), 2) == ["a", "b", "c"]
     path.write_text(json.dumps({"image": "x"}) + "\n")
     assert evaluate.asked_categories(str(path), None) is None
+
+
+def test_completions_carry_the_sets_categories_so_a_rescore_matches(tmp_path):
+    example = SimpleNamespace(source="set.jsonl", image_paths=("a.png",), question="find the cat",
+                              solution="None", resized_size=(56, 56))
+    lines = evaluate.completion_records([example], ["<answer>None</answer>"], "standard", ["cat", "zebra"])
+    assert lines[0]["categories"] == ["cat", "zebra"]  # hard negatives included
+    assert "categories" not in evaluate.completion_records([example], ["x"], "standard")[0]
