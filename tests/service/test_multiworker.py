@@ -68,3 +68,27 @@ def test_promtool_accepts_the_exposition(two_workers):
     text = httpx.get(server.url + "/metrics").text
     checked = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_a_crashed_worker_is_replaced_and_scoring_goes_on(tmp_path):
+    # uvicorn's supervisor restarts a worker that dies; until then /readyz says so (503), and the
+    # surviving worker keeps scoring. SIGKILL: no shutdown hook runs, as in an OOM kill.
+    import os
+    import signal
+    import time
+
+    sample = {"completion": completion([CAT]), "solution": solution([CAT])}
+    with serving(workers=2, env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "REWARD_API_LOG_LEVEL": "warning"}) as server:
+        victim = httpx.get(server.url + "/healthz").json()["pid"]
+        os.kill(victim, signal.SIGKILL)
+        answers, pids, deadline = [], set(), time.monotonic() + 30
+        while time.monotonic() < deadline:
+            answers.append(httpx.post(server.url + "/v1/score", json={"samples": [sample], "rewards": ["ap"]}).status_code)
+            ready = httpx.get(server.url + "/readyz")
+            pids.add(httpx.get(server.url + "/healthz").json()["pid"])
+            if ready.status_code == 200 and len(pids - {victim}) == 2:
+                break
+            time.sleep(0.1)
+        assert set(answers) == {200}, answers  # the survivor (and then the new worker) scored every request
+        assert ready.status_code == 200, ready.text
+        assert len(pids - {victim}) == 2, f"no replacement worker answered: {pids}"
