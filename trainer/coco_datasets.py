@@ -158,8 +158,8 @@ def build_records(coco: dict, subset: str, mode: str, images_dir: str | os.PathL
     categories = sorted(coco["categories"], key=lambda cat: cat["id"])
     names = {cat["id"]: cat["name"] for cat in categories}
     all_ids = [cat["id"] for cat in categories]
-    for annotations in read_images(coco):
-        image = SELECTORS[subset](annotations)
+    for image_annotations in read_images(coco):
+        image = SELECTORS[subset](image_annotations)
         if image is None:
             continue
         boxes = largest_box_per_category(image.boxes) if mode == "one_box" else image.boxes

@@ -31,7 +31,7 @@ import yaml
 
 from tests.support.servers import free_port
 
-from .conftest import COMPOSE_FILE, ROOT, RULES, compose_command, docker_cli, ensure_base_images, run
+from .conftest import COMPOSE_FILE, ROOT, RULES, compose_command, docker_cli, ensure_base_images, run, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -85,19 +85,8 @@ class Stack:
         return f"--- compose ps ---\n{ps}\n--- compose logs ---\n{logs[-12000:]}"
 
 
-def _wait(predicate, timeout: float, what: str, stack: Stack | None = None, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
-            last = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})"
-                         + (f"\n{stack.diagnostics()}" if stack else ""))
+def _wait(predicate, timeout: float, what: str, stack: Stack):
+    return wait_until(predicate, timeout, what, diagnostics=stack.diagnostics)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ import math
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -26,7 +25,7 @@ import yaml
 
 from tests.support.servers import free_port, start_server, stop_server
 
-from .conftest import DASHBOARDS, PROMETHEUS_DIR, ROOT, RULES, tool
+from .conftest import DASHBOARDS, PROMETHEUS_DIR, ROOT, RULES, TRANSIENT, tool, wait_until
 
 SOLUTION = '<answer>```json\n[{"bbox_2d": [0, 0, 32, 40], "label": "cat"}]\n```</answer>'
 GOOD = '<think>a cat</think><answer>```json\n[{"bbox_2d": [0, 0, 32, 40], "label": "cat"}]\n```</answer>'
@@ -58,18 +57,9 @@ while True:
 """
 
 
-def _wait(predicate, timeout: float, what: str, interval: float = 0.25):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except (httpx.HTTPError, KeyError, IndexError, ValueError, AssertionError) as exc:
-            last = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+def _wait(predicate, timeout: float, what: str):
+    # Assertions inside these predicates are checks on data still arriving: retried too.
+    return wait_until(predicate, timeout, what, interval=0.25, retry_on=(*TRANSIENT, AssertionError))
 
 
 class Prometheus:

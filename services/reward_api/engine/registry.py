@@ -13,7 +13,7 @@ Errors are exceptions whose message starts with the request field at fault
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from .rewards import RewardInput, cosine, detection, repetition, weighted_sum
