@@ -138,3 +138,9 @@ def test_catalogue_describes_every_reward_and_departure():
     for entry in entries:
         assert entry["description"] and "\n" not in entry["description"]
         assert entry["default_version"] == "1" and "1" in entry["versions"]
+
+
+def test_a_parameter_too_large_for_a_double_is_a_params_error_not_a_crash():
+    rewards = registry.resolve_rewards(["weighted_sum"])
+    with pytest.raises(registry.ParamsError, match="alpha"):
+        registry.validate_params({"weighted_sum": {"alpha": 10**400}}, rewards)

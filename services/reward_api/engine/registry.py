@@ -12,9 +12,10 @@ Errors are exceptions whose message starts with the request field at fault
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
+
+from .boxes import is_finite_number
 
 from .rewards import RewardInput, cosine, detection, repetition, weighted_sum
 from .rewards import format as format_reward
@@ -331,10 +332,6 @@ def resolve_rewards(refs: Sequence[Any]) -> list[ResolvedReward]:
 # ---------------------------------------------------------------- parameters
 
 
-def _is_finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _check_reward_params(spec: RewardSpec, values: Any, field: str) -> dict[str, float]:
     if not isinstance(values, Mapping):
         raise ParamsError(field, "must be an object of parameter values")
@@ -343,7 +340,7 @@ def _check_reward_params(spec: RewardSpec, values: Any, field: str) -> dict[str,
         if key not in known:
             takes = ", ".join(known) or "no parameters"
             raise ParamsError(f"{field}.{key}", f"unknown parameter; {spec.name} takes {takes}")
-        if not _is_finite_number(value):
+        if not is_finite_number(value):
             raise ParamsError(f"{field}.{key}", f"must be a finite number, got {value!r}")
         if not known[key].accepts(value):
             raise ParamsError(f"{field}.{key}", f"must be {known[key].constraint}, got {value!r}")

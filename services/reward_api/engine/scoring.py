@@ -28,6 +28,7 @@ __all__ = [
     "REWARD_ERROR",
     "score_batch",
     "parse_failures",
+    "listed",
 ]
 
 INVALID_SOLUTION = "invalid_solution"  # error reason: the sample's ground truth cannot be read
@@ -39,13 +40,17 @@ class MissingCompletionTokens(RegistryError):
     """A reward needs completion_tokens (cosine) and some samples have none; ``indexes`` lists them."""
 
     def __init__(self, rewards: Sequence[str], indexes: Sequence[int]) -> None:
-        shown = ", ".join(str(i) for i in indexes[:MAX_LISTED])
-        more = f" and {len(indexes) - MAX_LISTED} more" if len(indexes) > MAX_LISTED else ""
         super().__init__(
             "samples[].completion_tokens",
-            f"required by {', '.join(rewards)}, missing for sample(s) {shown}{more}",
+            f"required by {', '.join(rewards)}, missing for sample(s) {listed(indexes)}",
         )
         self.indexes = list(indexes)
+
+
+def listed(items: Sequence[Any]) -> str:
+    """``"0, 3, 7"``, at most MAX_LISTED of them, then ``"and N more"``: messages stay readable."""
+    shown = ", ".join(str(i) for i in items[:MAX_LISTED])
+    return shown + (f" and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else "")
 
 
 @dataclass(frozen=True)
@@ -224,7 +229,7 @@ def _details(parsed: ParsedCompletion, inp: RewardInput | None, resolved, error,
     if names & {"weighted_sum", "cosine"}:
         out["weighted_sum"] = weighted_sum.shared_result(inp).details()
     if "repetition" in names:
-        out["repetition"] = inp.shared("repetition", lambda i: repetition.repetition(i.parsed)).details()
+        out["repetition"] = repetition.shared_result(inp).details()
     if "cosine" in names:
         out["cosine"] = {
             "acc": weighted_sum.shared_result(inp).value,

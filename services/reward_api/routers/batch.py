@@ -17,10 +17,9 @@ from shared.contract import OpenRLHFRequest, OpenRLHFResponse, Sample, ScoreRequ
 
 from .. import metrics
 from ..engine import registry
-from ..engine.scoring import score_batch
+from ..engine.scoring import MAX_LISTED, listed, score_batch
 from ..settings import Settings
 
-MAX_LISTED = 20  # a message lists at most this many fields or sample indexes
 # Trailing end-of-text tokens a trainer may leave on an OpenRLHF query (Qwen, Llama 2/3, Phi).
 END_TOKENS = ("<|endoftext|>", "<|im_end|>", "</s>", "<|eot_id|>", "<|end|>")
 
@@ -76,11 +75,6 @@ def field_path(loc: tuple) -> str:
     return path or "body"
 
 
-def listed(items: list) -> str:
-    shown = ", ".join(str(i) for i in items[:MAX_LISTED])
-    return shown + (f" and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else "")
-
-
 # ---------------------------------------------------------------- planning
 
 
@@ -109,12 +103,16 @@ def check_params(rewards: tuple, params: dict | None) -> dict:
         raise RequestError(str(exc)) from None
 
 
-def plan_request(request: ScoreRequest, settings: Settings, defaults: Plan) -> Plan:
-    if len(request.samples) > settings.max_samples:
+def check_size(field: str, n: int, settings: Settings) -> None:
+    if n > settings.max_samples:
         raise RequestError(
-            f"samples: {len(request.samples)} samples is more than the limit of {settings.max_samples} "
+            f"{field}: {n} samples is more than the limit of {settings.max_samples} "
             f"per request (REWARD_API_MAX_SAMPLES); split the batch"
         )
+
+
+def plan_request(request: ScoreRequest, settings: Settings, defaults: Plan) -> Plan:
+    check_size("samples", len(request.samples), settings)
     if request.rewards is None:
         rewards, base = defaults.rewards, defaults.weights
     else:
@@ -166,7 +164,7 @@ def score_body(body: bytes, settings: Settings, defaults: Plan) -> bytes:
         "versions": {r.name: r.version for r in plan.rewards},
         "errors": scores.errors,
         "ids": [s.id for s in request.samples],
-        "details": scores.details if request.explain else None,
+        "details": scores.details,  # None unless explain
     })
 
 
@@ -192,9 +190,7 @@ def trim_end_tokens(text: str) -> str:
 
 def openrlhf_body(body: bytes, settings: Settings, defaults: Plan) -> bytes:
     request = parse_body(OpenRLHFRequest, body)
-    if len(request.query) > settings.max_samples:
-        raise RequestError(f"query: {len(request.query)} samples is more than the limit of "
-                           f"{settings.max_samples} per request (REWARD_API_MAX_SAMPLES)")
+    check_size("query", len(request.query), settings)
     samples = [
         Sample(completion=strip_prompt(q, p, i), solution=label)
         for i, (q, p, label) in enumerate(zip(request.query, request.prompts, request.labels))
@@ -218,8 +214,21 @@ _PROBE = Sample(
 )
 
 
+_self_test_passed = False  # per process: the engine's answer to a fixed sample cannot change
+
+
 def self_test() -> str | None:
-    """Score a sample whose rewards are known (format 1, exact box ap 1); None when right."""
+    """Score a sample whose rewards are known (format 1, exact box ap 1); None when right.
+    Once it has passed in this process it is not run again: /readyz is probed every few seconds."""
+    global _self_test_passed
+    if _self_test_passed:
+        return None
+    problem = _score_probe()
+    _self_test_passed = problem is None
+    return problem
+
+
+def _score_probe() -> str | None:
     try:
         rewards = resolve(["format", "ap"])
         plan = Plan(rewards, {"format": 1.0, "ap": 1.0}, check_params(rewards, {}))

@@ -10,7 +10,10 @@ from typing import TypeVar
 import anyio
 import orjson
 from fastapi import HTTPException, Request
+from pydantic import BaseModel
 from starlette.responses import Response
+
+from shared.contract import ErrorBody
 
 from ..settings import Settings
 
@@ -80,3 +83,21 @@ class BatchRunner:
 
 def get_runner(request: Request) -> BatchRunner:
     return request.app.state.runner
+
+
+# The answers a batch endpoint may give besides 200, for the OpenAPI document.
+BATCH_ERRORS = {413: {"model": ErrorBody}, 422: {"model": ErrorBody}, 503: {"model": ErrorBody}}
+
+
+def json_body_schema(model: type[BaseModel]) -> dict:
+    """``openapi_extra`` documenting ``model`` as the request body. The body is read as bytes and
+    validated in the batch thread, so FastAPI sees no body parameter to document by itself."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
+
+
+async def run_on_body(request: Request, runner: BatchRunner, work: Callable[..., bytes], *args) -> Response:
+    """``work(body, *args)`` in the batch thread, its bytes answered as JSON. The slot is taken before
+    the body is read: a full queue is a 503 at once, without receiving the upload."""
+    async with runner.slot():
+        body = await request.body()
+        return JSONBytes(await runner.run(work, body, *args))

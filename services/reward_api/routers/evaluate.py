@@ -13,18 +13,13 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from shared.contract import ErrorBody, EvaluateRequest, EvaluateResponse
+from shared.contract import EvaluateRequest, EvaluateResponse
 
 from ..engine.evaluation import EvaluationInputError, evaluate_dataset
 from .batch import RequestError, parse_body
-from .deps import BatchRunner, JSONBytes, get_runner
+from .deps import BATCH_ERRORS, BatchRunner, get_runner, json_body_schema, run_on_body
 
 router = APIRouter(tags=["evaluation"])
-
-_OPENAPI = {
-    "requestBody": {"required": True, "content": {"application/json": {"schema": EvaluateRequest.model_json_schema()}}}
-}
-_ERRORS = {413: {"model": ErrorBody}, 422: {"model": ErrorBody}, 503: {"model": ErrorBody}}
 
 
 def evaluate_body(body: bytes) -> bytes:
@@ -38,8 +33,7 @@ def evaluate_body(body: bytes) -> bytes:
     return orjson.dumps(asdict(result))
 
 
-@router.post("/evaluate", response_model=EvaluateResponse, responses=_ERRORS, openapi_extra=_OPENAPI)
+@router.post("/evaluate", response_model=EvaluateResponse, responses=BATCH_ERRORS,
+             openapi_extra=json_body_schema(EvaluateRequest))
 async def evaluate(request: Request, runner: BatchRunner = Depends(get_runner)) -> Response:
-    async with runner.slot():  # 503 at once when this worker's queue is full, before reading the body
-        body = await request.body()
-        return JSONBytes(await runner.run(evaluate_body, body))
+    return await run_on_body(request, runner, evaluate_body)

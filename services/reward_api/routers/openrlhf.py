@@ -5,21 +5,17 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from shared.contract import ErrorBody, OpenRLHFRequest, OpenRLHFResponse
+from shared.contract import OpenRLHFRequest, OpenRLHFResponse
 
 from .batch import openrlhf_body
-from .deps import BatchRunner, JSONBytes, get_runner
+from .deps import BATCH_ERRORS, BatchRunner, get_runner, json_body_schema, run_on_body
 
 router = APIRouter(tags=["rewards"])
 
-_OPENAPI = {"requestBody": {"required": True, "content": {"application/json": {"schema": OpenRLHFRequest.model_json_schema()}}}}
-_ERRORS = {413: {"model": ErrorBody}, 422: {"model": ErrorBody}, 503: {"model": ErrorBody}}
 
-
-@router.post("/openrlhf", response_model=OpenRLHFResponse, responses=_ERRORS, openapi_extra=_OPENAPI)
+@router.post("/openrlhf", response_model=OpenRLHFResponse, responses=BATCH_ERRORS,
+             openapi_extra=json_body_schema(OpenRLHFRequest))
 async def openrlhf(request: Request, runner: BatchRunner = Depends(get_runner)) -> Response:
     """Rewards are the weighted total of the server's default rewards; extra_logs has each one."""
-    async with runner.slot():
-        body = await request.body()
-        state = request.app.state
-        return JSONBytes(await runner.run(openrlhf_body, body, state.settings, state.defaults))
+    state = request.app.state
+    return await run_on_body(request, runner, openrlhf_body, state.settings, state.defaults)

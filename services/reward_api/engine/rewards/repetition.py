@@ -79,5 +79,10 @@ def repetition_reward(parsed: ParsedCompletion) -> float:
     return repetition(parsed).value
 
 
+def shared_result(inp: RewardInput) -> RepetitionResult:
+    """The sample's repetition result, computed once (the score and the explain details share it)."""
+    return inp.shared("repetition", lambda i: repetition(i.parsed))
+
+
 def score(inp: RewardInput) -> float:
-    return inp.shared("repetition", lambda i: repetition(i.parsed)).value
+    return shared_result(inp).value
