@@ -233,3 +233,19 @@ def test_a_ground_truth_box_beyond_cocos_area_range_is_refused_not_scored_minus_
     scores = score_batch([{"completion": completion, "solution": solution}], ["ap"])
     assert scores.values["ap"] == [None] and scores.error_reasons == ["invalid_solution"]
     assert "area" in scores.errors[0] and "1e10" in scores.errors[0]
+
+
+def test_a_batch_reads_each_distinct_solution_once_lists_included(monkeypatch):
+    from services.reward_api.engine import scoring
+
+    reads = []
+    real = scoring.parse_solution
+    monkeypatch.setattr(scoring, "parse_solution", lambda solution: reads.append(solution) or real(solution))
+    box = [{"bbox_2d": [0, 0, 10, 10], "label": "cat"}]
+    text = '```json\n[{"bbox_2d": [0, 0, 10, 10], "label": "cat"}]\n```'
+    broken = [{"bbox_2d": [0, 0, 10], "label": "cat"}]
+    samples = [{"completion": "x", "solution": s} for s in (box, [dict(box[0])], text, text, broken, broken)]
+    scores = score_batch(samples, ["ap"])
+    assert len(reads) == 2  # the list (its equal copy shares it) and the text; the broken list never parses
+    assert scores.errors[:4] == [None] * 4
+    assert scores.errors[4] == scores.errors[5] == "solution item 0: bbox_2d has 3 numbers, not 4"

@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from .ground_truth import GroundTruth, SolutionError, parse_solution
+from .ground_truth import GroundTruth, SolutionError, canonical_text, parse_solution
 from .parsing import ParsedCompletion
 from .registry import RegistryError, ResolvedReward, resolve_rewards, validate_params
 from .rewards import RewardInput
@@ -170,22 +170,30 @@ def score_batch(
 
 
 class _TruthCache:
-    """parse_solution, once per distinct text solution in a batch.
+    """parse_solution, once per distinct solution in a batch.
 
     A GRPO batch holds each prompt's ground truth once per generation (8 times with the research's
-    recipe); a GroundTruth is immutable, so the samples that share a text share its reading.
-    Structured solutions (lists) are read each time: they have no cheap, exact key.
+    recipe); a GroundTruth is immutable, so the samples that share a solution share its reading.
+    A text is its own key; a structured list's key is its canonical text, which is all that
+    parse_solution reads of it (and which is cheaper to write than the list is to read).
     """
 
     def __init__(self) -> None:
-        self._by_text: dict[str, GroundTruth | SolutionError] = {}
+        self._read: dict[tuple[str, str], GroundTruth | SolutionError] = {}
 
     def __call__(self, solution: Any) -> GroundTruth | SolutionError:
-        if not isinstance(solution, str):
-            return _read_or_error(solution)
-        if solution not in self._by_text:
-            self._by_text[solution] = _read_or_error(solution)
-        return self._by_text[solution]
+        if isinstance(solution, str):
+            key = ("text", solution)
+        elif isinstance(solution, list):
+            try:
+                key = ("list", canonical_text(solution))
+            except SolutionError as exc:
+                return exc
+        else:
+            return _read_or_error(solution)  # not a solution at all: parse_solution says why
+        if key not in self._read:
+            self._read[key] = _read_or_error(solution)
+        return self._read[key]
 
 
 def _read_or_error(solution: Any) -> GroundTruth | SolutionError:

@@ -18,10 +18,10 @@ item's label); here the label is "".
 
 A completion's few boxes (up to ``_PYTHON_PAIRS`` pairs) are matched with :func:`iou`'s own
 Python arithmetic, inlined (:func:`_python_candidates`): the reference's values by construction.
-More boxes go through :func:`iou_matrix`: NumPy when every coordinate is a float or an integer of
-magnitude at most 2**20 (then every intermediate value is exact in float64, so the result is bit
-for bit what the reference's Python arithmetic gives), else an exact pure-Python path. An IoU
-that overflows to a non-finite value (coordinates near 1e308) is 0.
+More boxes go through :func:`iou_matrix` (NumPy). :func:`weighted_sum` hands both functions
+doubles (:func:`as_doubles`), so an IoU that overflows is inf or NaN and reads as 0. Called
+directly with Python integers they keep the reference's exact integer arithmetic: iou_matrix
+falls back to :func:`iou` pair by pair beyond 2**20, and an overflow raises as :func:`iou` does.
 """
 
 from __future__ import annotations
@@ -192,12 +192,7 @@ def _numpy_candidates(pred_boxes: list, valid: list[int], gt_boxes: list, thresh
 
 def _candidates(pred_boxes: list, valid: list[int], gt_boxes: list, threshold: float) -> list[tuple]:
     if len(valid) * len(gt_boxes) <= _PYTHON_PAIRS:
-        try:
-            return _python_candidates(pred_boxes, valid, gt_boxes, threshold)
-        except ArithmeticError:
-            # Only integer coordinates near 1e308 overflow; iou_matrix then goes through iou()
-            # pair by pair, raising exactly what it always raised.
-            pass
+        return _python_candidates(pred_boxes, valid, gt_boxes, threshold)
     return _numpy_candidates(pred_boxes, valid, gt_boxes, threshold)
 
 
