@@ -1,8 +1,8 @@
 """HTTP benchmarks: throughput of /v1/score under concurrent load, and single-batch latency.
 
 The server is the real one (``python -m services.reward_api``) on 127.0.0.1, started with the
-test helper. Request bodies are encoded once up front and answers are only checked for 200 and
-their length, so the load generator takes as little as possible of the CPU the server needs.
+test helper. Request bodies are encoded once up front and answers are only checked for a 200,
+so the load generator takes as little as possible of the CPU the server needs.
 """
 
 from __future__ import annotations

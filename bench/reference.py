@@ -3,8 +3,9 @@
 Regex parsing per reward, pycocotools' COCOeval built for every completion (shared here by ap, ap50
 and od_length, which is already kinder than the reference, where each reward builds its own), and
 plain per-sample Python for the rest. Written from docs/reward-spec.md; it exists only to be timed
-against the service, so where version 1 departs from the reference (invalid boxes, cosine's
-accuracy) it follows the reference's straightforward arithmetic.
+against the service. Where version 1 departs from the reference it follows the reference's plain
+arithmetic for invalid boxes (pycocotools as is), but computes cosine from the real weighted_sum,
+as version 1 does, so that both sides do the same work.
 """
 
 from __future__ import annotations

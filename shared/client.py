@@ -458,9 +458,8 @@ class _ClientBase:
         self.retry_count = 0  # retries made by this client so far (all calls)
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
 
-    def _plan(self, method: str, path: str, start: int | None = None) -> AttemptPlan:
-        first = self.pool.next_start() if start is None else start
-        return AttemptPlan(method, path, self.pool, self.policy, first, self._count_retry)
+    def _plan(self, method: str, path: str) -> AttemptPlan:
+        return AttemptPlan(method, path, self.pool, self.policy, self.pool.next_start(), self._count_retry)
 
     def _count_retry(self, event: RetryEvent) -> None:
         self.retry_count += 1
@@ -536,8 +535,8 @@ class RewardClient(_ClientBase):
     def _score_chunk(self, chunk: ScoreRequest) -> ScoreResponse:
         return self._call("POST", SCORE_PATH, request_body(chunk), response_reader(len(chunk.samples)))
 
-    def _call(self, method: str, path: str, body: Any, read: Callable[[Any], T], start: int | None = None) -> T:
-        plan = self._plan(method, path, start)
+    def _call(self, method: str, path: str, body: Any, read: Callable[[Any], T]) -> T:
+        plan = self._plan(method, path)
         while True:
             attempt = plan.next_attempt()
             if attempt.delay > 0:
@@ -638,10 +637,8 @@ class AsyncRewardClient(_ClientBase):
     async def _score_chunk(self, chunk: ScoreRequest) -> ScoreResponse:
         return await self._call("POST", SCORE_PATH, request_body(chunk), response_reader(len(chunk.samples)))
 
-    async def _call(
-        self, method: str, path: str, body: Any, read: Callable[[Any], T], start: int | None = None
-    ) -> T:
-        plan = self._plan(method, path, start)
+    async def _call(self, method: str, path: str, body: Any, read: Callable[[Any], T]) -> T:
+        plan = self._plan(method, path)
         while True:
             attempt = plan.next_attempt()
             if attempt.delay > 0:

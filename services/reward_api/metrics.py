@@ -53,9 +53,8 @@ def observe_batch(endpoint: str, n_samples: int, values: dict, error_reasons, st
     for n_boxes in stats.predicted_boxes:
         if n_boxes is not None:
             PREDICTED_BOXES.observe(n_boxes)
-    for kind, count in stats.parse_failures.items():
-        if count:
-            PARSE_FAILURES.labels(kind).inc(count)
+    for kind, count in stats.parse_failures.items():  # a Counter's items: every count is positive
+        PARSE_FAILURES.labels(kind).inc(count)
 
 
 def multiproc_dir() -> str | None:

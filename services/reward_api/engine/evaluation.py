@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import coco_ap
-from .boxes import valid_box
 from .ground_truth import SolutionError, parse_solution
 from .parsing import ParsedCompletion
 
@@ -106,23 +105,13 @@ class EvaluationResult:
 
 
 def read_predictions(completion: str) -> Predictions:
-    """The completion's predictions, parsed as the rewards parse them."""
+    """The completion's predictions, parsed (and each item checked) exactly as the rewards do."""
     parsed = ParsedCompletion(completion)
-    items = parsed.answer_items if parsed.answer is not None else []
-    labels = tuple(_item_label(item) for item in items)
-    boxes = np.zeros((len(items), 4))
-    valid = np.zeros(len(items), dtype=bool)
-    for i, item in enumerate(items):
-        box = valid_box(item.get("bbox_2d")) if isinstance(item, dict) else None
-        if box is not None:
-            boxes[i] = box
-            valid[i] = True
-    return Predictions(parsed.answer is not None, labels, boxes, valid)
-
-
-def _item_label(item) -> str | None:
-    label = item.get("label") if isinstance(item, dict) else None
-    return label if isinstance(label, str) else None
+    predictions = parsed.answer_predictions  # () without an answer block
+    boxes = np.array([p.box if p.box is not None else (0.0,) * 4 for p in predictions],
+                     dtype=np.float64).reshape(-1, 4)
+    valid = np.array([p.box is not None for p in predictions], dtype=bool)
+    return Predictions(parsed.answer is not None, tuple(p.label for p in predictions), boxes, valid)
 
 
 def read_ground_truth(solution, index: int) -> GroundTruthBoxes:
@@ -140,10 +129,11 @@ def resolve_categories(truths: Sequence[GroundTruthBoxes], categories: Sequence[
     seen = list(dict.fromkeys(label for truth in truths for label in truth.labels))
     if categories is None:
         return seen
-    doubled = sorted({c for c in categories if list(categories).count(c) > 1})
+    doubled = sorted(c for c, n in Counter(categories).items() if n > 1)
     if doubled:
         raise EvaluationInputError(f"categories: {', '.join(map(repr, doubled))} listed more than once")
-    missing = [label for label in seen if label not in set(categories)]
+    known = set(categories)
+    missing = [label for label in seen if label not in known]
     if missing:
         raise EvaluationInputError(
             f"categories: ground-truth label(s) {', '.join(map(repr, missing[:20]))} are not among the categories"
