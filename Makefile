@@ -6,14 +6,16 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 WORKERS ?= 1
+# The torch pin, read from pyproject.toml (the one place versions live).
+TORCH_PIN := $(shell grep -o '"torch==[^"]*"' pyproject.toml | tr -d '"')
 
-.PHONY: test test-fast serve bench demo lint clean
+.PHONY: install test serve bench demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	# torch first and by exact version: it resolves to the local CPU wheel, never a CUDA download.
-	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q $(TORCH_PIN)
 	$(PIP) install -q -e '.[service,trainer,test]'
 	touch $(STAMP)
 

@@ -22,6 +22,19 @@ from tests.support.servers import serving
 RESULTS = Path(__file__).with_name("results.json")
 
 
+def machine() -> dict:
+    """What the numbers were measured on, written with them."""
+    return {"cpus": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version(),
+            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}
+
+
+def cpu_model() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
+                platform.processor())
+
+
 def reference_rate(samples: list[dict]) -> dict:
     start = time.perf_counter()
     reference.score_samples(samples)
@@ -52,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     scale = 0.2 if args.quick else 1.0
     samples = http.synthetic_samples(64 * 32, seed=0)
-    results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}
+    results = {"machine": machine()}
     results["ap"] = ap_rate(int(2000 * scale))
     results["reference"] = reference_rate(samples[: int(640 * scale)])
     results["engine"] = engine_rate(samples[: int(1280 * scale)])

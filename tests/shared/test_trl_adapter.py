@@ -175,3 +175,26 @@ def test_trls_own_reward_calculation_uses_one_request(service, faulty, samples):
     for column, name in enumerate(REWARDS):
         assert rewards[:, column].tolist() == pytest.approx([math.nan if v is None else v for v in expected[name]],
                                                             rel=1e-6, nan_ok=True)
+
+
+def test_the_trainers_per_line_accuracy_reward_reads_each_lines_method_from_one_request(service, faulty, samples):
+    # trainer.train's 'accuracy' reward: each dataset line names its accu_reward_method (or takes the
+    # default, the last of accuracy_rewards); every reward any line needs is in the batch's one request.
+    from trainer.train import build_reward_functions
+
+    functions = build_reward_functions(AsyncRewardClient(faulty.url, **FAST), ["format", "accuracy"], None,
+                                       ["od_length", "ap"])
+    assert [f.__name__ for f in functions] == ["format", "accuracy"]
+    doubled = dict(samples[0], completion=samples[0]["completion"].replace(
+        '[{"bbox_2d"', '[{"bbox_2d": [10, 10, 50, 60], "label": "cat"}, {"bbox_2d"'))  # od_length halves, ap stays
+    samples = [doubled, doubled] + samples
+    arguments = trl_arguments(samples)
+    methods = ["od_length" if i % 2 == 0 else None for i in range(len(samples))]
+    arguments["accu_reward"] = methods
+    formats, accuracies = call_all(functions, arguments)
+    assert len(faulty.seen("/v1/score")) == 1
+    plain = [{k: s[k] for k in ("completion", "solution")} for s in samples]
+    expected = direct_score(service, plain, rewards=["format", "od_length", "ap"])["rewards"]
+    assert formats == expected["format"]
+    assert accuracies == [expected[method or "ap"][i] for i, method in enumerate(methods)]
+    assert accuracies != expected["ap"] and accuracies != expected["od_length"], "samples do not tell the methods apart"
