@@ -24,6 +24,7 @@ from typing import Any
 from shared.client import RewardClient
 from shared.evaluate import evaluate_images, format_table
 from trainer import data, model as model_utils, prompts
+from trainer.coco_datasets import write_jsonl
 
 
 def asked_categories(data_file: str, limit: int | None) -> list[str] | None:
@@ -106,12 +107,6 @@ def completion_records(
         }
         for ex, completion in zip(examples, completions, strict=True)
     ]
-
-
-def write_jsonl(records: Sequence[dict], path: Path) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

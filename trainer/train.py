@@ -82,6 +82,11 @@ class ODArguments:
         metadata={"help": "Prometheus port of the trainer (env TRAINER_METRICS_PORT, default 9400); 0 disables."},
     )
 
+    def client_settings(self) -> dict:
+        """The reward client's retry budget, as the client takes it (and as the run records it)."""
+        return {"timeout": self.reward_timeout, "max_retries": self.reward_max_retries,
+                "backoff_base": self.reward_backoff_base, "backoff_max": self.reward_backoff_max}
+
     def token(self) -> str | None:
         # The environment serves containers: compose cannot add a flag only when a secret is set.
         return self.reward_token or os.environ.get("REWARD_API_TOKEN") or None
@@ -187,6 +192,7 @@ class _Fanout:
 def service_trainer_class():
     from trl import GRPOTrainer
 
+    from shared.adapters.trl import completion_text
     from trainer.data import count_boxes
 
     class ServiceGRPOTrainer(GRPOTrainer):
@@ -203,8 +209,6 @@ def service_trainer_class():
                 if self.telemetry is not None:
                     self.telemetry.observe_wait(waited)
                 self._log_metric("timing/reward_wait_seconds", waited)
-                from shared.adapters.trl import completion_text
-
                 for completion in completions:
                     self._log_metric("completions/boxes_per_completion", count_boxes(completion_text(completion)))
 
@@ -248,8 +252,7 @@ def describe_service(od: ODArguments) -> dict:
     is not there, or does not serve a requested reward."""
     from shared.client import RewardClient
 
-    with RewardClient(od.urls(), token=od.token(), timeout=od.reward_timeout, max_retries=od.reward_max_retries,
-                      backoff_base=od.reward_backoff_base, backoff_max=od.reward_backoff_max) as client:
+    with RewardClient(od.urls(), token=od.token(), **od.client_settings()) as client:
         return client.rewards_catalogue()
 
 
@@ -296,28 +299,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.info("%d training samples from %s", len(examples), od.data_files)
 
     output_dir = Path(args.output_dir)
+    params = od.params()
     record = RunRecord(
         output_dir / REWARD_SERVICE_FILE,
         {
             "urls": od.urls(),
             "rewards": list(od.rewards),
             "reward_weights": args.reward_weights,
-            "reward_params": od.params(),
+            "reward_params": params,
             "accuracy_rewards": accuracy_rewards if ACCURACY in names else None,
-            "client": {"timeout": od.reward_timeout, "max_retries": od.reward_max_retries,
-                       "backoff_base": od.reward_backoff_base, "backoff_max": od.reward_backoff_max},
+            "client": od.client_settings(),
             "service": catalogue,
         },
     ) if is_main else None
 
     port = default_metrics_port() if od.metrics_port is None else od.metrics_port
     telemetry = Telemetry(port if is_main else 0, names)
-    client = timed_client_class()(
-        od.urls(), telemetry=telemetry, token=od.token(), timeout=od.reward_timeout,
-        max_retries=od.reward_max_retries, backoff_base=od.reward_backoff_base, backoff_max=od.reward_backoff_max,
-    )
+    client = timed_client_class()(od.urls(), telemetry=telemetry, token=od.token(), **od.client_settings())
     reward_funcs = build_reward_functions(
-        client, od.rewards, od.params(), accuracy_rewards, record.on_scored if record else None
+        client, od.rewards, params, accuracy_rewards, record.on_scored if record else None
     )
 
     model = load_model(model_args.model_name_or_path, model_args.dtype, model_args.attn_implementation)
@@ -359,8 +359,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _is_main_process() -> bool:
-    import os
-
     return os.environ.get("RANK", "0") == "0"
 
 

@@ -233,11 +233,13 @@ def test_dashboard_variables_resolve(scored):
             assert answer["status"] == "success" and set(REWARDS) <= set(answer["data"]), answer
 
 
-@pytest.mark.parametrize("dashboard,title,expr,repeat", _dashboard_queries(),
-                         ids=[f"{d}:{t}:{i}" for i, (d, t, _e, _r) in enumerate(_dashboard_queries())])
+DASHBOARD_QUERIES = _dashboard_queries()
+
+
+@pytest.mark.parametrize("dashboard,title,expr,repeat", DASHBOARD_QUERIES,
+                         ids=[f"{d}:{t}:{i}" for i, (d, t, _e, _r) in enumerate(DASHBOARD_QUERIES)])
 def test_dashboard_query_parses_and_returns_data(scored, dashboard, title, expr, repeat):
     _server, prom, _answers, _pids = scored
-    exprs = []
     for name, value in GRAFANA_VARS.items():
         expr = expr.replace(name, value)
     if "$reward" in expr:

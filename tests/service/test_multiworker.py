@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
 import subprocess
+import time
 
 import httpx
 import pytest
@@ -73,10 +76,6 @@ def test_promtool_accepts_the_exposition(two_workers):
 def test_a_crashed_worker_is_replaced_and_scoring_goes_on(tmp_path):
     # uvicorn's supervisor restarts a worker that dies; until then /readyz says so (503), and the
     # surviving worker keeps scoring. SIGKILL: no shutdown hook runs, as in an OOM kill.
-    import os
-    import signal
-    import time
-
     sample = {"completion": completion([CAT]), "solution": solution([CAT])}
     with serving(workers=2, env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "REWARD_API_LOG_LEVEL": "warning"}) as server:
         victim = httpx.get(server.url + "/healthz").json()["pid"]

@@ -111,11 +111,6 @@ class FaultyServer:
         with self._lock:
             return [r for r in self.requests if path is None or r.path == path]
 
-    def reset(self) -> None:
-        with self._lock:
-            self.requests.clear()
-            self._scripts.clear()
-
     def start(self) -> FaultyServer:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)

@@ -52,9 +52,12 @@ def free_port() -> int:
 
 
 def start_server(
-    workers: int = 1, env: Mapping[str, str] | None = None, token: str | None = None, timeout: float = 60.0
+    workers: int = 1, env: Mapping[str, str] | None = None, token: str | None = None, timeout: float = 60.0,
+    port: int | None = None,
 ) -> RunningServer:
-    port = free_port()
+    """The service in its own process group, ready. ``port``: a given one (a restart on the same
+    address, as a trainer sees it), else a free one."""
+    port = free_port() if port is None else port
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("REWARD_API_")}
     full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # the server makes a private one
     full_env.update(env or {})

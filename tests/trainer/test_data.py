@@ -161,3 +161,25 @@ def test_reward_token_defaults_to_the_environment(monkeypatch):
     assert ODArguments(data_files="x", reward_token="flag").token() == "flag"
     monkeypatch.delenv("REWARD_API_TOKEN")
     assert ODArguments(data_files="x").token() is None
+
+
+def test_the_run_record_counts_unscored_samples_and_the_versions_used(tmp_path):
+    from shared.contract import ScoreResponse
+    from trainer.train import RunRecord
+
+    record = RunRecord(tmp_path / "reward_service.json", {"urls": ["http://rm:8000"]})
+    answer = ScoreResponse(rewards={"ap": [0.5, None, None]}, total=[0.5, None, None], versions={"ap": "1"},
+                           errors=[None, "solution item 0: bbox_2d is missing", "solution: not a list"],
+                           ids=[None, None, None])
+    record.on_scored(answer)
+    record.on_scored(answer)
+    written = json.loads((tmp_path / "reward_service.json").read_text())
+    assert written["unscored_samples"] == 4 and written["versions_used"] == {"ap": "1"}
+    assert written["urls"] == ["http://rm:8000"]
+
+
+def test_the_tiny_model_is_a_few_hundred_thousand_parameters(tiny_model_dir):
+    from trainer.model import load_model
+
+    model = load_model(str(tiny_model_dir), "float32")
+    assert 100_000 < sum(p.numel() for p in model.parameters()) < 1_000_000

@@ -8,14 +8,13 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support.servers import REPO_ROOT, RunningServer, _wait_ready, serving, stop_server
+from tests.support.servers import REPO_ROOT, RunningServer, free_port, serving, start_server, stop_server
 from trainer import train
 
 REWARDS = ["format", "od_length", "weighted_sum", "cosine"]
@@ -101,21 +100,6 @@ def test_lora_with_a_frozen_vision_tower_trains_language_adapters_only(tiny_mode
 # The service dies in the middle of a run
 
 
-def start_on(port: int) -> RunningServer:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REWARD_API_")}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    env["OMP_NUM_THREADS"] = "1"
-    log = tempfile.NamedTemporaryFile(prefix="reward_api_", suffix=".log", delete=False)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services.reward_api", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    log.close()
-    server = RunningServer(f"http://127.0.0.1:{port}", port, 1, process, Path(log.name))
-    _wait_ready(server, 60)
-    return server
-
-
 def start_trainer(model_dir, data_dir, out, url, steps, *extra) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     return subprocess.Popen(
@@ -143,15 +127,15 @@ def kill_after_first_scores(server: RunningServer, trainer: subprocess.Popen) ->
 
 def test_training_survives_a_service_restart_within_the_retry_budget(tiny_model_dir, synthetic_dir, tmp_path):
     out = tmp_path / "run"
-    free = _free_port()
-    first = start_on(free)
+    free = free_port()
+    first = start_server(port=free)
     trainer = start_trainer(tiny_model_dir, synthetic_dir, out, first.url, 5,
                             "--reward_max_retries", "30", "--reward_backoff_base", "0.2", "--reward_backoff_max", "1")
     second = None
     try:
         served_before = kill_after_first_scores(first, trainer)
         time.sleep(1.0)  # the trainer is retrying against a dead port now
-        second = start_on(free)
+        second = start_server(port=free)
         output, _ = trainer.communicate(timeout=180)
         served_after = score_requests(second.url)
     finally:
@@ -171,7 +155,7 @@ def test_training_survives_a_service_restart_within_the_retry_budget(tiny_model_
 
 def test_training_stops_with_a_clear_error_beyond_the_retry_budget(tiny_model_dir, synthetic_dir, tmp_path):
     out = tmp_path / "run"
-    server = start_on(_free_port())
+    server = start_server()
     trainer = start_trainer(tiny_model_dir, synthetic_dir, out, server.url, 50,
                             "--reward_max_retries", "2", "--reward_backoff_base", "0.05", "--reward_backoff_max", "0.1")
     try:
@@ -189,12 +173,6 @@ def test_training_stops_with_a_clear_error_beyond_the_retry_budget(tiny_model_di
     # Only the batches the service scored were trained on and logged; the unscored one was not.
     assert summary["reward_requests"] == served == summary["steps"] == len(summary["log_history"])
     assert summary["reward_requests_failed"] == 1
-
-
-def _free_port() -> int:
-    from tests.support.servers import free_port
-
-    return free_port()
 
 
 @pytest.fixture(autouse=True)
