@@ -95,20 +95,23 @@ def first_block(text: str, opening: str, closing: str) -> str | None:
     return None
 
 
-def last_block(text: str, opening: str, closing: str) -> str | None:
-    """Group 1 of the last ``re.finditer(opening + "(.*?)" + closing, text, DOTALL)`` match, or None."""
+def last_span(text: str, opening: str, closing: str) -> tuple[int, int] | None:
+    """Span of group 1 of the last ``re.finditer(opening + "(.*?)" + closing, text, DOTALL)`` match."""
     span = None
     for span in iter_blocks(text, opening, closing):
         pass
+    return span
+
+
+def last_block(text: str, opening: str, closing: str) -> str | None:
+    """Group 1 of the last ``re.finditer(opening + "(.*?)" + closing, text, DOTALL)`` match, or None."""
+    span = last_span(text, opening, closing)
     return None if span is None else text[span[0]:span[1]]
 
 
 def last_answer_span(text: str) -> tuple[int, int] | None:
     """Content span of the last ``<answer>(.*?)</answer>`` match, unstripped."""
-    span = None
-    for span in iter_blocks(text, ANSWER_OPEN, ANSWER_CLOSE):
-        pass
-    return span
+    return last_span(text, ANSWER_OPEN, ANSWER_CLOSE)
 
 
 def _skip_space(text: str, position: int) -> int:

@@ -79,10 +79,18 @@ class BatchScores:
     stats: BatchStats
 
 
+_ABSENT = object()
+
+
 def _field(sample: Any, name: str) -> Any:
-    if type(sample) is dict:  # the usual case, ahead of the (slow) abstract Mapping check
+    """A sample's field, from a dict, another mapping, or an object (the service's pydantic Sample).
+    The abstract Mapping check is slow, so plain dicts and attributes are tried before it."""
+    if type(sample) is dict:
         return sample.get(name)
-    return sample.get(name) if isinstance(sample, Mapping) else getattr(sample, name, None)
+    value = getattr(sample, name, _ABSENT)
+    if value is not _ABSENT:
+        return value
+    return sample.get(name) if isinstance(sample, Mapping) else None
 
 
 def parse_failures(parsed: ParsedCompletion) -> tuple[str, ...]:
@@ -154,9 +162,10 @@ def score_batch(
         errors.append(error)
         reasons.append(reason)
         predicted_boxes.append(None if parsed.answer is None else len(parsed.answer_items))
-        sample_failures.append(parse_failures(parsed))
+        failures = parse_failures(parsed)
+        sample_failures.append(failures)
         if details is not None:
-            details.append(_details(parsed, inp, resolved, error, reason))
+            details.append(_details(parsed, failures, inp, resolved, error, reason))
 
     counts = Counter(kind for kinds in sample_failures for kind in kinds)
     return BatchScores(
@@ -220,9 +229,10 @@ def _score_sample(parsed, truth, sample, resolved, params):
 # ---------------------------------------------------------------- explain
 
 
-def _details(parsed: ParsedCompletion, inp: RewardInput | None, resolved, error, reason) -> dict[str, Any]:
+def _details(parsed: ParsedCompletion, failures: tuple[str, ...], inp: RewardInput | None, resolved, error,
+             reason) -> dict[str, Any]:
     names = {r.name for r in resolved}
-    out: dict[str, Any] = {"completion": _completion_details(parsed)}
+    out: dict[str, Any] = {"completion": _completion_details(parsed, failures)}
     if error is not None:
         out["error"] = {"message": error, "reason": reason}
     if inp is None:
@@ -250,13 +260,13 @@ def _details(parsed: ParsedCompletion, inp: RewardInput | None, resolved, error,
     return out
 
 
-def _completion_details(parsed: ParsedCompletion) -> dict[str, Any]:
+def _completion_details(parsed: ParsedCompletion, failures: tuple[str, ...]) -> dict[str, Any]:
     box_list = parsed.answer_box_list
     return {
         "answer_found": parsed.answer is not None,
         "box_list": box_list.failure or "ok",
         "n_items": len(box_list.items),
-        "parse_failures": list(parse_failures(parsed)),
+        "parse_failures": list(failures),
     }
 
 
