@@ -151,13 +151,17 @@ def test_prometheus_scrapes_every_replica_and_the_balancer_spreads_the_load(stac
         for _ in range(30):
             assert http.post(stack.api + "/v1/score", json=BATCH).status_code == 200
 
-    def every_replica_scored():
+    # Each replica is scraped on its own 5 s clock, so a replica can show its first request before
+    # another has been scraped since its last one: wait for the totals, not for one scrape.
+    def every_replica_scored_and_every_sample_counted():
         per = stack.query('sum by (instance) (reward_api_requests_total{endpoint="/v1/score", status="200"})')
-        return len(per) == REPLICAS and all(float(r["value"][1]) > 0 for r in per)
+        samples = stack.query('sum(reward_api_samples_total{endpoint="/v1/score"})')
+        return (len(per) == REPLICAS and all(float(r["value"][1]) > 0 for r in per)
+                and sum(float(r["value"][1]) for r in per) >= 30
+                and bool(samples) and float(samples[0]["value"][1]) >= 30 * len(BATCH["samples"]))
 
-    _wait(every_replica_scored, 30, "every replica to have scored requests (round robin through reward-lb)", stack)
-    samples = stack.query('sum(reward_api_samples_total{endpoint="/v1/score"})')
-    assert float(samples[0]["value"][1]) >= 30 * len(BATCH["samples"])
+    _wait(every_replica_scored_and_every_sample_counted, 45,
+          "every replica to have scored requests (round robin through reward-lb) and all 30 batches counted", stack)
 
 
 def test_prometheus_in_the_stack_loads_and_evaluates_every_rule(stack):

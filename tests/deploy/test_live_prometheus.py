@@ -167,8 +167,10 @@ def test_the_service_runs_two_workers(scored):
 def test_prometheus_reads_back_what_the_service_scored(scored):
     _server, prom, answers, _pids = scored
     n = REQUESTS * len(SAMPLES)
-    _wait(lambda: prom.scalar('sum(reward_api_samples_total{endpoint="/v1/score"})') == n, 30,
-          f"Prometheus to see {n} samples")
+    # requests_total is counted after the answer is sent, so a scrape can see the samples first: wait for both.
+    _wait(lambda: (prom.scalar('sum(reward_api_samples_total{endpoint="/v1/score"})') == n
+                   and prom.scalar('sum(reward_api_requests_total{endpoint="/v1/score"})') == REQUESTS + 1), 30,
+          f"Prometheus to see {n} samples and {REQUESTS + 1} requests")
     for reward in REWARDS:
         values = [v for a in answers for v in a["rewards"][reward] if v is not None]
         assert values, reward
