@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from bench import http, reference
-from tests.support.servers import serving
+from services.reward_api.local import LocalService
 
 RESULTS = Path(__file__).with_name("results.json")
 
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     results["ap"] = ap_rate(int(2000 * scale))
     results["reference"] = reference_rate(samples[: int(640 * scale)])
     results["engine"] = engine_rate(samples[: int(1280 * scale)])
-    with serving(workers=2, env={"REWARD_API_MAX_PENDING_BATCHES": "64", "REWARD_API_LOG_LEVEL": "warning"}) as server:
+    with LocalService.start(workers=2, env={"REWARD_API_MAX_PENDING_BATCHES": "64", "REWARD_API_LOG_LEVEL": "warning"}) as server:
         results["http"] = http.throughput(server, samples, n_requests=int(300 * scale))
         results["latency"] = http.latency(server, samples, n_requests=int(300 * scale))
     results["speedup_http_vs_reference"] = results["http"]["samples_per_s"] / results["reference"]["samples_per_s"]

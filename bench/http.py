@@ -1,7 +1,7 @@
 """HTTP benchmarks: throughput of /v1/score under concurrent load, and single-batch latency.
 
-The server is the real one (``python -m services.reward_api``) on 127.0.0.1, started with the
-test helper. Request bodies are encoded once up front and answers are only checked for a 200,
+The server is the real one (``python -m services.reward_api``) on 127.0.0.1, started with
+`services.reward_api.local`. Request bodies are encoded once up front and answers are only checked for a 200,
 so the load generator takes as little as possible of the CPU the server needs.
 """
 
@@ -14,7 +14,7 @@ import time
 import httpx
 import orjson
 
-from tests.support.servers import RunningServer
+from services.reward_api.local import LocalService
 
 ALL_REWARDS = ["format", "ap", "ap50", "od_length", "weighted_sum", "repetition", "cosine"]
 LABELS = ["person", "car", "dog", "cat", "chair", "bottle", "bicycle"]
@@ -98,7 +98,7 @@ async def _load(url: str, bodies: list[bytes], concurrency: int, n_requests: int
         return time.perf_counter() - start
 
 
-def throughput(server: RunningServer, samples: list[dict], batch_size: int = 64, concurrency: int = 6,
+def throughput(server: LocalService, samples: list[dict], batch_size: int = 64, concurrency: int = 6,
                n_requests: int = 200) -> dict:
     """Samples/s of all seven rewards with ``concurrency`` requests in flight."""
     bodies = score_bodies(samples, batch_size)
@@ -107,7 +107,7 @@ def throughput(server: RunningServer, samples: list[dict], batch_size: int = 64,
             "batch_size": batch_size, "concurrency": concurrency, "seconds": seconds}
 
 
-def latency(server: RunningServer, samples: list[dict], batch_size: int = 64, n_requests: int = 300) -> dict:
+def latency(server: LocalService, samples: list[dict], batch_size: int = 64, n_requests: int = 300) -> dict:
     """p50/p99 of one batch request at a time (keep-alive connection, as a trainer would hold)."""
     body = score_bodies(samples, batch_size)[0]
     times = []

@@ -9,56 +9,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import httpx
+from services.reward_api.local import LocalService
 
 REWARDS = ["format", "od_length", "weighted_sum", "cosine", "repetition"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_service(port: int, log_path: Path, workers: int = 1, timeout: float = 90.0) -> subprocess.Popen:
-    """``python -m services.reward_api`` on 127.0.0.1:port; returns once /readyz answers 200."""
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    log = open(log_path, "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services.reward_api", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", str(workers)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the reward service exited ({process.returncode}); see {log_path}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    stop_service(process)
-    raise RuntimeError(f"the reward service was not ready after {timeout:.0f} s; see {log_path}")
-
-
-def stop_service(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -75,16 +31,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"building the tiny model and {args.samples} synthetic images in {root}")
     model_dir = tiny_model.build(root / "tiny_model")
     synthetic.generate(root / "data", args.samples)
-    port = free_port()
-    print(f"starting the reward service on 127.0.0.1:{port} (log: {root / 'reward_service.log'})")
-    service = start_service(port, root / "reward_service.log")
+    print(f"starting the reward service (log: {root / 'reward_service.log'})")
+    service = LocalService.start(log_path=root / "reward_service.log", timeout=90)
+    print(f"reward service ready at {service.url}")
     run_dir = root / "run"
     try:
         status = train.main([
             "--model_name_or_path", str(model_dir),
             "--data_files", str(root / "data" / "train.jsonl"),
             "--image_folders", str(root / "data" / "images"),
-            "--reward_urls", f"http://127.0.0.1:{port}",
+            "--reward_urls", service.url,
             "--rewards", *REWARDS,
             "--reward_weights", "1", "1", "0", "1", "1",
             "--output_dir", str(run_dir),
@@ -101,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--metrics_port", os.environ.get("TRAINER_METRICS_PORT", "0"),
         ])
     finally:
-        stop_service(service)
+        service.stop()
         print("reward service stopped")
     if status != 0:
         return status

@@ -11,11 +11,8 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,26 +84,3 @@ def ensure_base_images(docker: str, images: tuple[str, ...]) -> None:
     """Registries are unreachable on CI: local stand-ins from Debian packages (deploy/base-images)."""
     if any(subprocess.run([docker, "image", "inspect", i], capture_output=True).returncode for i in images):
         run([str(DEPLOY / "base-images" / "build.sh")], timeout=900)
-
-
-# What a poll may meet while a server or a scrape is still on its way: retried until the deadline.
-TRANSIENT = (httpx.HTTPError, KeyError, IndexError, ValueError)
-
-
-def wait_until(predicate, timeout: float, what: str, *, interval: float = 0.5,
-               retry_on: tuple[type[BaseException], ...] = TRANSIENT,
-               diagnostics: Callable[[], str] | None = None):
-    """``predicate()``'s first truthy value, polled every ``interval`` s; AssertionError naming
-    ``what`` (and the last value or exception, plus ``diagnostics()``) after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except retry_on as exc:
-            last = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})"
-                         + (f"\n{diagnostics()}" if diagnostics else ""))

@@ -29,9 +29,10 @@ import httpx
 import pytest
 import yaml
 
-from tests.support.servers import free_port
+from tests.support.servers import free_ports
+from tests.support.waiting import wait_until
 
-from .conftest import COMPOSE_FILE, ROOT, RULES, compose_command, docker_cli, ensure_base_images, run, wait_until
+from .conftest import COMPOSE_FILE, ROOT, RULES, compose_command, docker_cli, ensure_base_images, run
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -55,14 +56,18 @@ class Stack:
     def __init__(self, docker: str) -> None:
         self.docker = docker
         self.project = f"vlmodrl-test-{os.getpid()}"
-        self.api_port, self.prom_port = free_port(), free_port()
         self.env = {k: v for k, v in os.environ.items()
                     if not k.startswith(("COMPOSE_", "REWARD_API_", "TRAINER_", "STACK_", "PROMETHEUS_", "GRAFANA_"))}
-        self.env.update(COMPOSE_PROFILES="scoring", REWARD_API_REPLICAS=str(REPLICAS), REWARD_API_WORKERS="2",
-                        REWARD_API_HOST_PORT=str(self.api_port), PROMETHEUS_HOST_PORT=str(self.prom_port),
-                        GRAFANA_HOST_PORT=str(free_port()))
-        self.api = f"http://127.0.0.1:{self.api_port}"
-        self.prom = httpx.Client(base_url=f"http://127.0.0.1:{self.prom_port}", timeout=10.0)
+        self.env.update(COMPOSE_PROFILES="scoring", REWARD_API_REPLICAS=str(REPLICAS), REWARD_API_WORKERS="2")
+        self.prom = httpx.Client(timeout=10.0)
+
+    def publish_on_free_ports(self) -> None:
+        """Chosen just before `up` (a build can take minutes, and a port picked then may be gone)."""
+        api_port, prom_port, grafana_port = free_ports(3)
+        self.env.update(REWARD_API_HOST_PORT=str(api_port), PROMETHEUS_HOST_PORT=str(prom_port),
+                        GRAFANA_HOST_PORT=str(grafana_port))
+        self.api = f"http://127.0.0.1:{api_port}"
+        self.prom.base_url = f"http://127.0.0.1:{prom_port}"
 
     def compose(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
         return run([*compose_command(), "-f", str(COMPOSE_FILE), "-p", self.project, *args],
@@ -98,6 +103,7 @@ def stack():
     s = Stack(docker)
     try:
         s.compose("build", "reward-api", "reward-lb", timeout=900)
+        s.publish_on_free_ports()
         # Grafana is left out: see the module doc.
         up = s.compose("up", "-d", "--wait", "--wait-timeout", "240", "reward-api", "reward-lb", "prometheus",
                        timeout=300, check=False)

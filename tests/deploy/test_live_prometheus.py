@@ -23,9 +23,10 @@ import httpx
 import pytest
 import yaml
 
-from tests.support.servers import free_port, start_server, stop_server
+from tests.support.servers import free_ports, start_server, stop_server
+from tests.support.waiting import TRANSIENT, wait_until
 
-from .conftest import DASHBOARDS, PROMETHEUS_DIR, ROOT, RULES, TRANSIENT, tool, wait_until
+from .conftest import DASHBOARDS, PROMETHEUS_DIR, ROOT, RULES, tool
 
 SOLUTION = '<answer>```json\n[{"bbox_2d": [0, 0, 32, 40], "label": "cat"}]\n```</answer>'
 GOOD = '<think>a cat</think><answer>```json\n[{"bbox_2d": [0, 0, 32, 40], "label": "cat"}]\n```</answer>'
@@ -100,7 +101,7 @@ def stack(tmp_path_factory):
     server = start_server(workers=2, env={"PROMETHEUS_MULTIPROC_DIR": str(tmp / "multiproc"),
                                           "REWARD_API_LOG_LEVEL": "warning"})
     try:
-        trainer_port, prom_port = free_port(), free_port()
+        trainer_port, prom_port = free_ports(2)
         trainer_log = open(tmp / "trainer.log", "w")
         procs.append(subprocess.Popen([sys.executable, "-c", TRAINER_LOOP, str(trainer_port)], cwd=ROOT,
                                       stdout=trainer_log, stderr=subprocess.STDOUT))
@@ -140,8 +141,12 @@ def scored(stack):
     def healthz_pid(_):
         return httpx.get(server.url + "/healthz", timeout=10).json()["pid"]
 
+    pids: set[int] = set()
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        pids = set(pool.map(healthz_pid, range(64)))
+        for _ in range(30):  # until both workers answered (a paused worker may accept none of a round)
+            pids |= set(pool.map(healthz_pid, range(32)))
+            if len(pids) == 2:
+                break
 
     with httpx.Client(base_url=server.url, timeout=30.0) as http:
         def score(_):
@@ -167,27 +172,31 @@ def test_the_service_runs_two_workers(scored):
 def test_prometheus_reads_back_what_the_service_scored(scored):
     _server, prom, answers, _pids = scored
     n = REQUESTS * len(SAMPLES)
-    # requests_total is counted after the answer is sent, so a scrape can see the samples first: wait for both.
-    _wait(lambda: (prom.scalar('sum(reward_api_samples_total{endpoint="/v1/score"})') == n
-                   and prom.scalar('sum(reward_api_requests_total{endpoint="/v1/score"})') == REQUESTS + 1), 30,
-          f"Prometheus to see {n} samples and {REQUESTS + 1} requests")
-    for reward in REWARDS:
-        values = [v for a in answers for v in a["rewards"][reward] if v is not None]
-        assert values, reward
-        count = prom.scalar(f'sum(reward_api_reward_value_count{{reward="{reward}"}})')
-        total = prom.scalar(f'sum(reward_api_reward_value_sum{{reward="{reward}"}})')
-        assert count == len(values), (reward, count, len(values))
-        assert math.isclose(total, sum(values), rel_tol=1e-9, abs_tol=1e-9), (reward, total, sum(values))
-        # the histogram's cumulative buckets agree with the values (all within [-1, 1])
-        at_most_half = prom.scalar(f'sum(reward_api_reward_value_bucket{{reward="{reward}", le="0.5"}})')
-        assert at_most_half == sum(1 for v in values if v <= 0.5 + 1e-12), reward
     errors = sum(1 for a in answers for e in a["errors"] if e is not None)
     assert errors == REQUESTS  # one unscorable sample per request
-    assert prom.scalar("sum(reward_api_sample_errors_total)") == errors
-    assert prom.scalar("sum(reward_api_parse_failures_total)") >= REQUESTS
-    assert prom.scalar('sum(reward_api_requests_total{endpoint="/v1/score", status="200"})') == REQUESTS
-    assert prom.scalar('sum(reward_api_requests_total{endpoint="/v1/score", status="422"})') == 1
-    assert 0 < prom.scalar("sum(reward_api_predicted_boxes_count)") <= n
+
+    # Polled as a whole: requests_total is counted after the answer is sent (a scrape can see the
+    # samples first), and one slow scrape leaves every series of the target stale until the next.
+    def read_back() -> bool:
+        assert prom.scalar('sum(reward_api_samples_total{endpoint="/v1/score"})') == n
+        assert prom.scalar('sum(reward_api_requests_total{endpoint="/v1/score", status="200"})') == REQUESTS
+        assert prom.scalar('sum(reward_api_requests_total{endpoint="/v1/score", status="422"})') == 1
+        for reward in REWARDS:
+            values = [v for a in answers for v in a["rewards"][reward] if v is not None]
+            assert values, reward
+            count = prom.scalar(f'sum(reward_api_reward_value_count{{reward="{reward}"}})')
+            total = prom.scalar(f'sum(reward_api_reward_value_sum{{reward="{reward}"}})')
+            assert count == len(values), (reward, count, len(values))
+            assert math.isclose(total, sum(values), rel_tol=1e-9, abs_tol=1e-9), (reward, total, sum(values))
+            # the histogram's cumulative buckets agree with the values (all within [-1, 1])
+            at_most_half = prom.scalar(f'sum(reward_api_reward_value_bucket{{reward="{reward}", le="0.5"}})')
+            assert at_most_half == sum(1 for v in values if v <= 0.5 + 1e-12), reward
+        assert prom.scalar("sum(reward_api_sample_errors_total)") == errors
+        assert prom.scalar("sum(reward_api_parse_failures_total)") >= REQUESTS
+        assert 0 < prom.scalar("sum(reward_api_predicted_boxes_count)") <= n
+        return True
+
+    _wait(read_back, 30, f"Prometheus to read back the {n} samples, {REQUESTS + 1} requests and their values")
 
 
 def test_every_rule_evaluates_cleanly_on_real_data(scored):

@@ -242,7 +242,8 @@ HOSTILE = {
 def test_every_view_is_fast_on_a_megabyte_of_hostile_text(name):
     text = HOSTILE[name]
     assert len(text) >= 900_000
-    started = time.perf_counter()
+    # CPU time, not wall time: the bound is on our work, not on a loaded machine's scheduling
+    started = time.process_time()
     parsed = ParsedCompletion(text)
     parsed.answer, parsed.answer_items, parsed.format_ok, parsed.ws_items, parsed.repetition_items, parsed.words
-    assert time.perf_counter() - started < 1.0
+    assert time.process_time() - started < 1.0

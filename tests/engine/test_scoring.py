@@ -184,9 +184,10 @@ HOSTILE = {
 def test_hostile_completion_is_scored_in_well_under_a_second(name):
     completion = HOSTILE[name]
     gt = [{"bbox_2d": [i * 20, i * 10, i * 20 + 40, i * 10 + 50], "label": "cat"} for i in range(20)]
-    started = time.perf_counter()
+    # CPU time, not wall time: the bound is on our work, not on a loaded machine's scheduling
+    started = time.process_time()
     scores = score([sample(completion, gt, 2048)], explain=True)
-    elapsed = time.perf_counter() - started
+    elapsed = time.process_time() - started
     assert scores.errors == [None]
     assert all(scores.values[n][0] is not None for n in ALL)
     assert elapsed < 1.0, f"{name}: {elapsed:.2f} s"
@@ -195,16 +196,16 @@ def test_hostile_completion_is_scored_in_well_under_a_second(name):
 def test_thousands_of_boxes_against_thousands_of_ground_truths():
     # weighted_sum computes every (prediction, ground truth) IoU: cost grows with n_pred * n_gt
     boxes = [{"bbox_2d": [i % 500, i % 300, i % 500 + 30, i % 300 + 30], "label": "cat"} for i in range(2_000)]
-    started = time.perf_counter()
+    started = time.process_time()
     scores = score([sample(answer(boxes), boxes, 1)], ["weighted_sum", "repetition"])
-    assert time.perf_counter() - started < 2.0
+    assert time.process_time() - started < 2.0
     assert scores.values["weighted_sum"][0] == pytest.approx(1.0)
 
 
 def test_hostile_ground_truth_is_an_error_not_a_hang():
-    started = time.perf_counter()
+    started = time.process_time()
     scores = score([sample("x", "```json\n" + "[" * MB + "\n```", 1), sample("x", '[{"bbox_2d"' * (MB // 11), 1)])
-    assert time.perf_counter() - started < 1.0
+    assert time.process_time() - started < 1.0
     assert scores.error_reasons == ["invalid_solution", "invalid_solution"]
 
 

@@ -129,20 +129,27 @@ def test_overload_answers_503_with_retry_after_while_healthz_answers(server):
     async def burst():
         limits = httpx.Limits(max_connections=40)
         async with httpx.AsyncClient(base_url=server.url, headers=server.headers(), limits=limits, timeout=60) as http:
-            posts = [http.post("/v1/score", content=heavy, headers={"content-type": "application/json"})
-                     for _ in range(24)]
-            tasks = [asyncio.ensure_future(p) for p in posts]
+            async def post():
+                answer = await http.post("/v1/score", content=heavy, headers={"content-type": "application/json"})
+                return answer, time.perf_counter()
+
+            tasks = [asyncio.ensure_future(post()) for _ in range(24)]
             await asyncio.sleep(0.05)
             start = time.perf_counter()
             health = await http.get("/healthz")
-            health_seconds = time.perf_counter() - start
-            return await asyncio.gather(*tasks), health, health_seconds
+            health_done = time.perf_counter()
+            return await asyncio.gather(*tasks), health, health_done - start, health_done
 
-    answers, health, health_seconds = asyncio.run(burst())
+    timed_answers, health, health_seconds, health_done = asyncio.run(burst())
+    answers = [answer for answer, _ in timed_answers]
     statuses = [a.status_code for a in answers]
     assert set(statuses) <= {200, 503}, statuses
     assert statuses.count(503) >= 1 and statuses.count(200) >= 2, statuses
     refused = next(a for a in answers if a.status_code == 503)
     assert refused.headers["retry-after"] == LIMITS["REWARD_API_RETRY_AFTER_SECONDS"]
     assert "overloaded" in refused.json()["detail"]
-    assert health.status_code == 200 and health_seconds < 1.0
+    # /healthz is answered while batches are still scoring, not queued behind them (the absolute cap
+    # is loose: a loaded CI machine shares its 2 cores with the load generator)
+    last_scored = max(done for answer, done in timed_answers if answer.status_code == 200)
+    assert health.status_code == 200
+    assert health_done < last_scored and health_seconds < 5.0, (health_seconds, last_scored - health_done)

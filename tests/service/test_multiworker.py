@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.support.servers import serving
+from tests.support.waiting import wait_until
 
 from .test_score import CAT, completion, solution
 
@@ -53,7 +54,13 @@ def test_metrics_are_summed_over_both_workers(two_workers):
         assert answer.status_code == 200
         sent += n
 
-    text = httpx.get(server.url + "/metrics").text
+    # A request is counted after its answer is sent: the other worker can serve /metrics before the
+    # 30th is written, so wait for it (the samples were counted before the answers).
+    def all_requests_counted() -> str | None:
+        text = httpx.get(server.url + "/metrics").text
+        return text if metric(text, "reward_api_requests_total", 'endpoint="/v1/score",status="200"') == 30 else None
+
+    text = wait_until(all_requests_counted, 10, "the 30th /v1/score request to be counted", interval=0.05)
     assert metric(text, "reward_api_samples_total", 'endpoint="/v1/score"') == sent
     assert metric(text, "reward_api_requests_total", 'endpoint="/healthz",status="200"') == healthz_calls
     assert metric(text, "reward_api_requests_total", 'endpoint="/v1/score",status="200"') == 30

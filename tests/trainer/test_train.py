@@ -130,7 +130,7 @@ def test_training_survives_a_service_restart_within_the_retry_budget(tiny_model_
     free = free_port()
     first = start_server(port=free)
     trainer = start_trainer(tiny_model_dir, synthetic_dir, out, first.url, 5,
-                            "--reward_max_retries", "30", "--reward_backoff_base", "0.2", "--reward_backoff_max", "1")
+                            "--reward_max_retries", "100", "--reward_backoff_base", "0.2", "--reward_backoff_max", "1")
     second = None
     try:
         served_before = kill_after_first_scores(first, trainer)
