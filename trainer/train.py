@@ -14,7 +14,6 @@ with that message (exit status 3); no reward is made up.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -127,62 +126,19 @@ def build_reward_functions(
 ) -> list:
     """TRL reward functions for ``specs``, all from one request per generation batch.
 
-    Without 'accuracy' these are the adapter's functions as they are. With it, the request also
-    asks for every reward a line's accu_reward_method can name (``accuracy_rewards``), and each
-    visible function reads its column from the batch's one answer (`_Fanout`)."""
-    from shared.adapters.trl import make_reward_functions
+    'accuracy' is the adapter's `PerRowReward`: each line's value is the reward its
+    accu_reward_method names (the ``accu_reward`` column), one of ``accuracy_rewards``."""
+    from shared.adapters.trl import PerRowReward, make_reward_functions
 
-    names = [parse_reward(spec)[0] for spec in specs]
-    if ACCURACY not in names:
-        return make_reward_functions(client, reward_refs(specs), params=params, on_scored=on_scored)
-    requested = [spec for spec in specs if parse_reward(spec)[0] != ACCURACY]
-    requested += [name for name in dict.fromkeys(accuracy_rewards) if name not in names]
-    if not requested:
-        raise ValueError("'accuracy' needs at least one reward to stand for")
-    functions = make_reward_functions(client, reward_refs(requested), params=params, on_scored=on_scored)
-    fanout = _Fanout(functions, len(names), accuracy_rewards[-1])
-    return [fanout.function_for(name) for name in names]
-
-
-class _Fanout:
-    """The adapter's functions for every requested reward, awaited together once per batch; the
-    visible functions (the configured rewards, 'accuracy' among them) read their values from that.
-
-    TRL calls the visible functions concurrently with the same list objects for one batch, so the
-    batch is keyed by ``id(completions)`` and forgotten once every visible function has read it."""
-
-    def __init__(self, functions: list, n_visible: int, default_accuracy: str) -> None:
-        self.functions = functions
-        self.n_visible = n_visible
-        self.default_accuracy = default_accuracy
-        self._batches: dict[int, tuple[asyncio.Future, set[str]]] = {}
-
-    def function_for(self, name: str):
-        async def reward_function(completions=None, **kwargs: Any) -> list[float | None]:
-            values = await self._values(name, completions, kwargs)
-            if name != ACCURACY:
-                return values[name]
-            chosen = kwargs["accu_reward"]
-            return [values[chosen[i] or self.default_accuracy][i] for i in range(len(completions))]
-
-        reward_function.__name__ = reward_function.__qualname__ = name
-        return reward_function
-
-    async def _values(self, name: str, completions: Any, kwargs: dict) -> dict[str, list]:
-        key = id(completions)
-        entry = self._batches.get(key)
-        if entry is None or name in entry[1]:
-            task = asyncio.ensure_future(self._gather(completions, kwargs))
-            entry = (task, set())
-            self._batches[key] = entry
-        entry[1].add(name)
-        if len(entry[1]) == self.n_visible:
-            self._batches.pop(key, None)
-        return await asyncio.shield(entry[0])
-
-    async def _gather(self, completions: Any, kwargs: dict) -> dict[str, list]:
-        results = await asyncio.gather(*(f(completions=completions, **kwargs) for f in self.functions))
-        return {f.__name__: list(r) for f, r in zip(self.functions, results)}
+    rewards: list = []
+    for spec, ref in zip(specs, reward_refs(specs)):
+        if parse_reward(spec)[0] != ACCURACY:
+            rewards.append(ref)
+        elif not accuracy_rewards:
+            raise ValueError("'accuracy' needs at least one reward to stand for")
+        else:
+            rewards.append(PerRowReward(ACCURACY, "accu_reward", tuple(accuracy_rewards), accuracy_rewards[-1]))
+    return make_reward_functions(client, rewards, params=params, on_scored=on_scored)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -14,6 +14,10 @@ becomes NaN in TRL, and a row where every function gave NaN is left out of the g
 advantage 0: the right treatment for a sample the service could not score (never a 0 reward).
 The metric name is the function's ``__name__``: ``rewards/<name>/mean``.
 
+A function may also pick its reward per row (`PerRowReward`): VLM-R1's datasets name each line's
+accuracy reward in a column (``accu_reward_method``). Every reward a row can pick is in the batch's
+one request; the function reads each row's value from the column that row names.
+
 One request per batch: the functions of one `make_reward_functions` call share a `_BatchScorer`.
 The first function called for a batch starts the request; the others find it by the batch's
 content fingerprint and await the same answer. Keying by content (not by ``id()`` of TRL's lists,
@@ -30,10 +34,29 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.client import AsyncRewardClient, RewardsArg, RewardServiceError
+from shared.client import AsyncRewardClient, RewardServiceError
 from shared.contract import RewardRef, ScoreResponse
 
 RewardFunction = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class PerRowReward:
+    """A reward function called ``name`` whose value on each row is the reward named by that row's
+    ``column`` (one of ``options``), or ``default`` where the row names none (None or "")."""
+
+    name: str
+    column: str
+    options: Sequence[str]
+    default: str
+
+    def reward_for(self, row_choice: Any) -> str:
+        if row_choice in (None, ""):
+            return self.default
+        if row_choice not in self.options and row_choice != self.default:
+            raise ValueError(f"a row's {self.column!r} names {row_choice!r}, not one of the rewards "
+                             f"{self.name!r} can pick: {sorted({*self.options, self.default})}")
+        return row_choice
 
 # Entries of batches some function never asked for (a caller using only part of the list) are
 # dropped beyond this many, so nothing grows without bound.
@@ -42,7 +65,7 @@ _MAX_PENDING_BATCHES = 16
 
 def make_reward_functions(
     client: AsyncRewardClient,
-    rewards: RewardsArg,
+    rewards: Sequence[str | RewardRef | Mapping[str, Any] | PerRowReward],
     weights: Mapping[str, float] | None = None,
     params: Mapping[str, Mapping[str, float]] | None = None,
     solution_column: str = "solution",
@@ -52,14 +75,24 @@ def make_reward_functions(
     HTTP request per generation batch. ``weights`` only shape the service's ``total``, which TRL does
     not read: weight the functions with ``GRPOConfig.reward_weights``. ``on_scored`` gets each batch's
     full answer once (errors, versions, total), e.g. for logging. A service failure beyond the client's
-    retries raises `RewardServiceError` out of the trainer step: training stops, no reward is made up."""
+    retries raises `RewardServiceError` out of the trainer step: training stops, no reward is made up.
+    A `PerRowReward` among ``rewards`` becomes a function that picks its reward row by row."""
     if rewards is None or isinstance(rewards, str) or not list(rewards):
         raise ValueError("rewards must be a non-empty list of reward names (or {'name', 'version'} refs)")
     names = [_reward_name(r) for r in rewards]
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
         raise ValueError(f"each reward may be asked for once, got {', '.join(duplicated)} twice")
-    scorer = _BatchScorer(client, list(rewards), names, weights, params, solution_column, on_scored)
+    per_row = {r.name: r for r in rewards if isinstance(r, PerRowReward)}
+    requested = [r for r in rewards if not isinstance(r, PerRowReward)]
+    requested_names = [_reward_name(r) for r in requested]
+    for choice in per_row.values():  # what the rows can pick, unless asked for already
+        for option in dict.fromkeys([*choice.options, choice.default]):
+            if option not in requested_names:
+                requested.append(option)
+                requested_names.append(option)
+    scorer = _BatchScorer(client, requested, requested_names, names, per_row, weights, params, solution_column,
+                          on_scored)
     return [scorer.function_for(name) for name in names]
 
 
@@ -87,10 +120,10 @@ def _message_text(content: Any) -> str:
     raise TypeError(f"message content must be a string or a list of parts, got {type(content).__name__}")
 
 
-def _reward_name(reward: str | RewardRef | Mapping[str, Any]) -> str:
+def _reward_name(reward: str | RewardRef | Mapping[str, Any] | PerRowReward) -> str:
     if isinstance(reward, str):
         return reward
-    if isinstance(reward, RewardRef):
+    if isinstance(reward, (RewardRef, PerRowReward)):
         return reward.name
     return str(reward["name"])
 
@@ -105,14 +138,17 @@ class _BatchScorer:
     def __init__(
         self,
         client: AsyncRewardClient,
-        rewards: list,
-        names: list[str],
+        rewards: list,  # what each request asks the service for
+        reward_names: list[str],  # their names, in that order
+        names: list[str],  # the functions' names
+        per_row: dict[str, PerRowReward],
         weights: Mapping[str, float] | None,
         params: Mapping[str, Mapping[str, float]] | None,
         solution_column: str,
         on_scored: Callable[[ScoreResponse], None] | None,
     ) -> None:
-        self.client, self.rewards, self.names = client, rewards, names
+        self.client, self.rewards, self.reward_names = client, rewards, reward_names
+        self.names, self.per_row = names, per_row
         self.weights, self.params = weights, params
         self.solution_column, self.on_scored = solution_column, on_scored
         self._pending: dict[str, _PendingBatch] = {}
@@ -127,10 +163,20 @@ class _BatchScorer:
             if completions is None:
                 raise TypeError(f"reward function {name!r} needs completions=")
             response = await self.scores(name, completions, completion_ids, columns)
-            return self._values(response, name)
+            choice = self.per_row.get(name)
+            if choice is None:
+                return self._values(response, name)
+            if choice.column not in columns:
+                raise KeyError(f"{name!r} picks its reward by the column {choice.column!r}, which the dataset "
+                               f"does not have; the reward functions received: {sorted(columns)}")
+            picked = [choice.reward_for(c) for c in columns[choice.column]]
+            values = {reward: self._values(response, reward) for reward in set(picked)}
+            return [values[reward][i] for i, reward in enumerate(picked)]
 
         reward_function.__name__ = reward_function.__qualname__ = name
-        reward_function.__doc__ = f"The reward service's {name!r} reward (one request shared by {self.names})."
+        reward_function.__doc__ = (f"The reward service's {name!r} reward (one request shared by {self.names})."
+                                   if name not in self.per_row else
+                                   f"Per row, the reward named by its {self.per_row[name].column!r} column.")
         return reward_function
 
     async def scores(
@@ -181,9 +227,9 @@ class _BatchScorer:
         # The server may answer under the canonical name of an alias (odLength -> od_length); it
         # answers the requested rewards in request order, so the position identifies it.
         answered = list(response.rewards)
-        if len(answered) == len(self.names):
-            return list(response.rewards[answered[self.names.index(name)]])
-        raise RewardServiceError(f"the service answered rewards {answered}, not the requested {self.names}")
+        if len(answered) == len(self.reward_names):
+            return list(response.rewards[answered[self.reward_names.index(name)]])
+        raise RewardServiceError(f"the service answered rewards {answered}, not the requested {self.reward_names}")
 
     def _forget_oldest(self) -> None:
         while len(self._pending) > _MAX_PENDING_BATCHES:

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from shared.adapters.trl import completion_text, make_reward_functions
+from shared.adapters.trl import PerRowReward, completion_text, make_reward_functions
 from shared.client import AsyncRewardClient, RewardServiceError
 from tests.shared.conftest import FAST, direct_score
 from tests.shared.faulty_server import Reply
@@ -175,6 +175,39 @@ def test_trls_own_reward_calculation_uses_one_request(service, faulty, samples):
     for column, name in enumerate(REWARDS):
         assert rewards[:, column].tolist() == pytest.approx([math.nan if v is None else v for v in expected[name]],
                                                             rel=1e-6, nan_ok=True)
+
+
+def test_a_per_row_reward_picks_each_rows_reward_from_the_one_request(service, faulty, samples):
+    # 'ap' is both a function of its own and an option: asked for once, and the batch still one request.
+    accuracy = PerRowReward("accuracy", "method", options=("od_length",), default="ap")
+    functions = make_reward_functions(AsyncRewardClient(faulty.url, **FAST), ["ap", accuracy, "format"])
+    assert [f.__name__ for f in functions] == ["ap", "accuracy", "format"]
+    doubled = dict(samples[0], completion=samples[0]["completion"].replace(
+        '[{"bbox_2d"', '[{"bbox_2d": [10, 10, 50, 60], "label": "cat"}, {"bbox_2d"'))  # od_length halves, ap stays
+    samples = [doubled] + samples
+    arguments = trl_arguments(samples)
+    methods = ["od_length", None, "", "ap"] * (len(samples) // 4) + [None] * (len(samples) % 4)
+    arguments["method"] = methods
+    ap, picked, _format = call_all(functions, arguments)
+    assert len(faulty.seen("/v1/score")) == 1
+    assert faulty.seen("/v1/score")[0].json()["rewards"] == ["ap", "format", "od_length"]
+    expected = service_values(service, samples)
+    assert ap == expected["ap"]
+    assert picked == [expected[m or "ap"][i] for i, m in enumerate(methods)]
+    assert any(expected["od_length"][i] != expected["ap"][i] for i, m in enumerate(methods) if m == "od_length"), \
+        "the samples do not tell od_length from ap"
+
+
+def test_a_per_row_reward_refuses_a_row_that_names_another_reward_or_a_missing_column(faulty, samples):
+    accuracy = PerRowReward("accuracy", "method", options=("od_length",), default="ap")
+    [function] = make_reward_functions(AsyncRewardClient(faulty.url, **FAST), [accuracy])
+    arguments = trl_arguments(samples)
+    arguments["method"] = ["cosine"] + [None] * (len(samples) - 1)
+    with pytest.raises(ValueError, match=r"'method' names 'cosine', not one of the rewards 'accuracy' can pick"):
+        call_all([function], arguments)
+    del arguments["method"]
+    with pytest.raises(KeyError, match=r"column 'method', which the dataset does not have"):
+        call_all([function], arguments)
 
 
 def test_the_trainers_per_line_accuracy_reward_reads_each_lines_method_from_one_request(service, faulty, samples):
