@@ -29,7 +29,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu
 "$PY" -m services.reward_api --host 127.0.0.1 --port "$PORT" --workers 1 --log-level warning > "$OUT/service.log" 2>&1 &
 SERVICE_PID=$!
 trap 'kill "$SERVICE_PID" 2>/dev/null || true; rm -rf "$WORK"' EXIT
-"$PY" -m services.reward_api.local wait "$PORT"
+"$PY" -m services.reward_api.local wait "$PORT" --pid "$SERVICE_PID"
 
 START=$(date +%s.%N)
 "$PY" -m trainer.evaluate --model "$WORK/tiny" --data "$WORK/data/train.jsonl" --images "$WORK/data/images" \

@@ -44,7 +44,7 @@ OMP_NUM_THREADS=1 "$PY" -m services.reward_api --host 127.0.0.1 --port "$PORT" -
   > "$OUT/reward_service.log" 2>&1 &
 SERVICE=$!
 trap 'kill $SERVICE 2>/dev/null || true; wait $SERVICE 2>/dev/null || true; rm -rf "$WORK"' EXIT
-"$PY" -m services.reward_api.local wait "$PORT"
+"$PY" -m services.reward_api.local wait "$PORT" --pid "$SERVICE"
 
 $LAUNCH trainer.train \
   --model_name_or_path "$WORK/tiny" $PRECISION \

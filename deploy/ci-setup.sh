@@ -46,6 +46,7 @@ fi
 mapfile -t tools < <("$VENV/bin/python" -c 'import sys, tomllib
 print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["optional-dependencies"]["deploy"]))' \
     "$ROOT/pyproject.toml")
+[ "${#tools[@]}" -gt 0 ] || { log "no deploy extra in $ROOT/pyproject.toml"; exit 1; }
 log "pip install ${tools[*]} into $VENV"
 "$VENV/bin/python" -m pip install -q "${tools[@]}"
 # `docker compose` (plugin form) for people following the README on this machine.

@@ -15,6 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 API_PREFIX = "/v1"
 
+# The reference implementation's reward names, accepted as aliases (http-contract.md, POST /v1/score).
+# Answers always use the canonical names.
+REWARD_ALIASES: dict[str, str] = {"odLength": "od_length", "od_ap": "ap", "od_ap50": "ap50", "length": "cosine"}
+
 # A caller id may be a string or an integer; it is echoed back untouched.
 CallerId = StrictStr | StrictInt
 # JSON numbers only: `true` is not a weight, and NaN/Infinity never reach the arithmetic.

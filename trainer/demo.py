@@ -3,6 +3,7 @@
 Builds the tiny Qwen2.5-VL and a synthetic detection set, starts the reward service on a free
 loopback port, trains with GRPO for a few dozen steps with every reward from the service over HTTP,
 writes the training curves to ``runs/demo/run/training_curves.png`` and stops the service.
+The service runs on its defaults: REWARD_API_* variables of the shell do not reach it.
 """
 
 from __future__ import annotations

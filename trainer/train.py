@@ -132,8 +132,11 @@ def build_reward_functions(
 
     rewards: list = []
     for spec, ref in zip(specs, reward_refs(specs)):
-        if parse_reward(spec)[0] != ACCURACY:
+        name, version = parse_reward(spec)
+        if name != ACCURACY:
             rewards.append(ref)
+        elif version is not None:
+            raise ValueError(f"{spec!r}: 'accuracy' stands for other rewards and has no version of its own")
         elif not accuracy_rewards:
             raise ValueError("'accuracy' needs at least one reward to stand for")
         else:

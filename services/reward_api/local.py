@@ -7,11 +7,12 @@
 ``start`` returns once ``GET /readyz`` answers 200 (every worker can score) and raises with the
 service's log when it exits or does not come up in time. The service gets its own process group,
 so ``stop`` reaches uvicorn's workers too. Shell scripts that start the service in the background
-wait for it with ``python -m services.reward_api.local wait PORT [SECONDS]``.
+wait for it with ``python -m services.reward_api.local wait PORT [SECONDS] [--pid PID]``.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import signal
@@ -55,7 +56,7 @@ def wait_ready(url: str, timeout: float, exited: Callable[[], bool] = lambda: Fa
             if client.health()[client.base_urls[0]]:
                 return
             time.sleep(0.1)
-    raise TimeoutError(f"the reward service at {url} was not ready after {timeout:.0f} s")
+    raise TimeoutError(f"the reward service at {url} was not ready after {timeout:g} s")
 
 
 @dataclass
@@ -100,20 +101,27 @@ class LocalService:
         if log_path is None:
             with tempfile.NamedTemporaryFile(prefix="reward_api_", suffix=".log", delete=False) as tmp:
                 log_path = Path(tmp.name)
-        with open(log_path, "w") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "services.reward_api", "--host", "127.0.0.1", "--port", str(port),
-                 "--workers", str(workers)],
-                cwd=REPO_ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
+        try:
+            with open(log_path, "w") as log:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "services.reward_api", "--host", "127.0.0.1", "--port", str(port),
+                     "--workers", str(workers)],
+                    cwd=REPO_ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                )
+        except BaseException:
+            if not keep_log:
+                Path(log_path).unlink(missing_ok=True)
+            raise
         service = cls(f"http://127.0.0.1:{port}", port, workers, process, Path(log_path), token,
                       dict(env or {}), keep_log)
         try:
             wait_ready(service.url, timeout, exited=lambda: process.poll() is not None)
         except (RuntimeError, TimeoutError) as exc:
+            code = process.poll()  # before stop(): its SIGTERM would be reported as the cause
             log_text = service.log()
             service.stop()
-            raise RuntimeError(f"{exc} (exit code {process.returncode}):\n{log_text[-5000:]}") from None
+            state = "still running, stopped" if code is None else f"exit code {code}"
+            raise RuntimeError(f"{exc} ({state}):\n{log_text[-5000:]}") from None
         except BaseException:
             service.stop()
             raise
@@ -147,16 +155,31 @@ class LocalService:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) not in (2, 3) or argv[0] != "wait":
-        print("usage: python -m services.reward_api.local wait PORT [SECONDS]", file=sys.stderr)
-        return 2
-    port, seconds = int(argv[1]), float(argv[2]) if len(argv) == 3 else 60.0
+    parser = argparse.ArgumentParser(prog="python -m services.reward_api.local",
+                                     description="Wait until the reward service on 127.0.0.1:PORT is ready.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    wait = commands.add_parser("wait", help="exit 0 once GET /readyz answers 200, 1 if it does not in time")
+    wait.add_argument("port", type=int)
+    wait.add_argument("seconds", type=float, nargs="?", default=60.0)
+    wait.add_argument("--pid", type=int, help="the service's process: give up as soon as it is gone")
+    args = parser.parse_args(argv)
+    exited = (lambda: not _alive(args.pid)) if args.pid else (lambda: False)
     try:
-        wait_ready(f"http://127.0.0.1:{port}", seconds)
-    except TimeoutError as exc:
+        wait_ready(f"http://127.0.0.1:{args.port}", args.seconds, exited=exited)
+    except (TimeoutError, RuntimeError) as exc:
         print(f"{exc}; see its log", file=sys.stderr)
         return 1
     return 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
 
 
 if __name__ == "__main__":

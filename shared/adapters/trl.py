@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.client import AsyncRewardClient, RewardServiceError
-from shared.contract import RewardRef, ScoreResponse
+from shared.contract import REWARD_ALIASES, RewardRef, ScoreResponse
 
 RewardFunction = Callable[..., Any]
 
@@ -86,11 +86,15 @@ def make_reward_functions(
     per_row = {r.name: r for r in rewards if isinstance(r, PerRowReward)}
     requested = [r for r in rewards if not isinstance(r, PerRowReward)]
     requested_names = [_reward_name(r) for r in requested]
-    for choice in per_row.values():  # what the rows can pick, unless asked for already
+    # What the rows can pick goes into the request, unless it is there already under any of its
+    # names: the service refuses a reward asked for twice (odLength and od_length, say).
+    requested_canonical = {_canonical(n) for n in requested_names}
+    for choice in per_row.values():
         for option in dict.fromkeys([*choice.options, choice.default]):
-            if option not in requested_names:
+            if _canonical(option) not in requested_canonical:
                 requested.append(option)
                 requested_names.append(option)
+                requested_canonical.add(_canonical(option))
     scorer = _BatchScorer(client, requested, requested_names, names, per_row, weights, params, solution_column,
                           on_scored)
     return [scorer.function_for(name) for name in names]
@@ -118,6 +122,10 @@ def _message_text(content: Any) -> str:
         texts = (part.get("text", "") for part in content if isinstance(part, Mapping) and part.get("type") == "text")
         return "".join(texts)
     raise TypeError(f"message content must be a string or a list of parts, got {type(content).__name__}")
+
+
+def _canonical(name: str) -> str:
+    return REWARD_ALIASES.get(name, name)
 
 
 def _reward_name(reward: str | RewardRef | Mapping[str, Any] | PerRowReward) -> str:
@@ -162,14 +170,11 @@ class _BatchScorer:
         ) -> list[float | None]:
             if completions is None:
                 raise TypeError(f"reward function {name!r} needs completions=")
-            response = await self.scores(name, completions, completion_ids, columns)
             choice = self.per_row.get(name)
-            if choice is None:
+            picked = None if choice is None else self._picks(choice, len(completions), columns)  # before the request
+            response = await self.scores(name, completions, completion_ids, columns)
+            if picked is None:
                 return self._values(response, name)
-            if choice.column not in columns:
-                raise KeyError(f"{name!r} picks its reward by the column {choice.column!r}, which the dataset "
-                               f"does not have; the reward functions received: {sorted(columns)}")
-            picked = [choice.reward_for(c) for c in columns[choice.column]]
             values = {reward: self._values(response, reward) for reward in set(picked)}
             return [values[reward][i] for i, reward in enumerate(picked)]
 
@@ -221,13 +226,25 @@ class _BatchScorer:
             samples.append(sample)
         return samples
 
+    @staticmethod
+    def _picks(choice: PerRowReward, n: int, columns: dict) -> list[str]:
+        if choice.column not in columns:
+            raise KeyError(f"{choice.name!r} picks its reward by the column {choice.column!r}, which the dataset "
+                           f"does not have; the reward functions received: {sorted(columns)}")
+        if len(columns[choice.column]) != n:
+            raise ValueError(f"the column {choice.column!r} has {len(columns[choice.column])} rows, "
+                             f"the batch {n} completions")
+        return [choice.reward_for(row) for row in columns[choice.column]]
+
     def _values(self, response: ScoreResponse, name: str) -> list[float | None]:
-        if name in response.rewards:
-            return list(response.rewards[name])
-        # The server may answer under the canonical name of an alias (odLength -> od_length); it
-        # answers the requested rewards in request order, so the position identifies it.
+        # The service answers under canonical names (odLength -> od_length).
+        for key in (name, _canonical(name)):
+            if key in response.rewards:
+                return list(response.rewards[key])
+        # An alias of the server's own: it answers the requested rewards in request order, so the
+        # position identifies it.
         answered = list(response.rewards)
-        if len(answered) == len(self.reward_names):
+        if name in self.reward_names and len(answered) == len(self.reward_names):
             return list(response.rewards[answered[self.reward_names.index(name)]])
         raise RewardServiceError(f"the service answered rewards {answered}, not the requested {self.reward_names}")
 

@@ -45,7 +45,18 @@ def _wait_cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_the_wait_command_succeeds_on_a_ready_service_and_fails_on_a_silent_port():
     with LocalService.start() as service:
-        assert _wait_cli("wait", str(service.port), "10").returncode == 0
-    silent = _wait_cli("wait", str(free_port()), "1")
-    assert silent.returncode == 1 and "not ready after 1 s" in silent.stderr
+        assert _wait_cli("wait", str(service.port), "10", "--pid", str(service.process.pid)).returncode == 0
+    silent = _wait_cli("wait", str(free_port()), "1.5")
+    assert silent.returncode == 1 and "not ready after 1.5 s" in silent.stderr
+    # a service that died: no need to wait out the timeout
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    gone = _wait_cli("wait", str(free_port()), "50", "--pid", str(dead.pid))
+    assert gone.returncode == 1 and "exited before it was ready" in gone.stderr
     assert _wait_cli("wait").returncode == 2
+    assert _wait_cli("wait", "eighty").returncode == 2
+
+
+def test_a_service_that_does_not_come_up_in_time_is_stopped_and_reported_as_such():
+    with pytest.raises(RuntimeError, match=r"not ready after 0.01 s \(still running, stopped\)"):
+        LocalService.start(timeout=0.01)

@@ -198,16 +198,40 @@ def test_a_per_row_reward_picks_each_rows_reward_from_the_one_request(service, f
         "the samples do not tell od_length from ap"
 
 
-def test_a_per_row_reward_refuses_a_row_that_names_another_reward_or_a_missing_column(faulty, samples):
+def test_a_per_row_options_alias_of_a_requested_reward_is_not_asked_for_twice(service, faulty, samples):
+    # The service refuses od_length beside odLength (the same reward): the option reads odLength's column.
+    accuracy = PerRowReward("accuracy", "method", options=("od_length",), default="od_ap")
+    functions = make_reward_functions(AsyncRewardClient(faulty.url, **FAST), ["odLength", "ap", accuracy])
+    arguments = trl_arguments(samples)
+    methods = ["od_length", None] * (len(samples) // 2) + [None] * (len(samples) % 2)
+    arguments["method"] = methods
+    length, ap, picked = call_all(functions, arguments)
+    assert faulty.seen("/v1/score")[0].json()["rewards"] == ["odLength", "ap"]
+    assert picked == [length[i] if m else ap[i] for i, m in enumerate(methods)]
+    assert length == service_values(service, samples)["od_length"]
+
+
+def test_a_per_row_reward_refuses_bad_rows_before_any_request(faulty, samples):
     accuracy = PerRowReward("accuracy", "method", options=("od_length",), default="ap")
     [function] = make_reward_functions(AsyncRewardClient(faulty.url, **FAST), [accuracy])
     arguments = trl_arguments(samples)
     arguments["method"] = ["cosine"] + [None] * (len(samples) - 1)
     with pytest.raises(ValueError, match=r"'method' names 'cosine', not one of the rewards 'accuracy' can pick"):
         call_all([function], arguments)
+    arguments["method"] = [None] * (len(samples) - 1)
+    with pytest.raises(ValueError, match=rf"the column 'method' has {len(samples) - 1} rows, the batch {len(samples)}"):
+        call_all([function], arguments)
     del arguments["method"]
     with pytest.raises(KeyError, match=r"column 'method', which the dataset does not have"):
         call_all([function], arguments)
+    assert faulty.seen("/v1/score") == []
+
+
+def test_the_trainers_accuracy_reward_has_no_version_of_its_own(faulty):
+    from trainer.train import build_reward_functions
+
+    with pytest.raises(ValueError, match=r"'accuracy@2': 'accuracy' stands for other rewards"):
+        build_reward_functions(AsyncRewardClient(faulty.url, **FAST), ["format", "accuracy@2"], None, ["ap"])
 
 
 def test_the_trainers_per_line_accuracy_reward_reads_each_lines_method_from_one_request(service, faulty, samples):

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
+from shared.contract import REWARD_ALIASES
+
 from .boxes import is_finite_number
 
 from .rewards import RewardInput, cosine, detection, repetition, weighted_sum
@@ -251,7 +253,7 @@ for _spec in _V1:
     REWARDS.setdefault(_spec.name, {})[_spec.version] = _spec
 
 DEFAULT_VERSION: dict[str, str] = {name: "1" for name in REWARDS}
-ALIASES: dict[str, str] = {"odLength": "od_length", "od_ap": "ap", "od_ap50": "ap50", "length": "cosine"}
+ALIASES = REWARD_ALIASES  # fixed by the HTTP contract, which the client reads too
 
 
 # ---------------------------------------------------------------- resolving
