@@ -438,13 +438,14 @@ class _ClientBase:
         self,
         base_urls: str | Sequence[str],
         *,
-        token: str | None,
-        timeout: float,
-        max_batch_size: int,
-        max_retries: int,
-        backoff_base: float,
-        backoff_max: float,
-        on_retry: Callable[[RetryEvent], None] | None,
+        token: str | None = None,
+        timeout: float = 60.0,
+        max_batch_size: int = 1024,
+        max_retries: int = 5,
+        backoff_base: float = 0.25,
+        backoff_max: float = 10.0,
+        transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
+        on_retry: Callable[[RetryEvent], None] | None = None,
     ) -> None:
         urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
         if max_batch_size < 1:
@@ -457,6 +458,11 @@ class _ClientBase:
         self.on_retry = on_retry
         self.retry_count = 0  # retries made by this client so far (all calls)
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = self._open(transport)
+
+    def _open(self, transport):
+        """The httpx client (sync or async) the subclass sends with."""
+        raise NotImplementedError
 
     def _plan(self, method: str, path: str) -> AttemptPlan:
         return AttemptPlan(method, path, self.pool, self.policy, self.pool.next_start(), self._count_retry)
@@ -472,32 +478,14 @@ class _ClientBase:
 
 class RewardClient(_ClientBase):
     """Synchronous client. Chunks of a large batch go out one after the other, each starting on the
-    next base URL. Use as a context manager, or call close()."""
+    next base URL. Use as a context manager, or call close().
 
-    def __init__(
-        self,
-        base_urls: str | Sequence[str],
-        *,
-        token: str | None = None,
-        timeout: float = 60.0,
-        max_batch_size: int = 1024,
-        max_retries: int = 5,
-        backoff_base: float = 0.25,
-        backoff_max: float = 10.0,
-        transport: httpx.BaseTransport | None = None,
-        on_retry: Callable[[RetryEvent], None] | None = None,
-    ) -> None:
-        super().__init__(
-            base_urls,
-            token=token,
-            timeout=timeout,
-            max_batch_size=max_batch_size,
-            max_retries=max_retries,
-            backoff_base=backoff_base,
-            backoff_max=backoff_max,
-            on_retry=on_retry,
-        )
-        self._http = httpx.Client(headers=self._headers, timeout=timeout, transport=transport)
+    Settings (all keywords): ``token``, ``timeout`` (s per request, 60), ``max_batch_size`` (1024),
+    ``max_retries`` (5), ``backoff_base`` (0.25 s), ``backoff_max`` (10 s), ``transport`` (an
+    ``httpx.BaseTransport``), ``on_retry`` (called with each `RetryEvent`)."""
+
+    def _open(self, transport: httpx.BaseTransport | None) -> httpx.Client:
+        return httpx.Client(headers=self._headers, timeout=self.timeout, transport=transport)
 
     def score(
         self,
@@ -565,34 +553,15 @@ class AsyncRewardClient(_ClientBase):
     It may be created anywhere but must be used from one event loop (httpx's connection pool
     belongs to the loop that first uses it)."""
 
-    def __init__(
-        self,
-        base_urls: str | Sequence[str],
-        *,
-        token: str | None = None,
-        timeout: float = 60.0,
-        max_batch_size: int = 1024,
-        max_retries: int = 5,
-        backoff_base: float = 0.25,
-        backoff_max: float = 10.0,
-        transport: httpx.AsyncBaseTransport | None = None,
-        on_retry: Callable[[RetryEvent], None] | None = None,
-        max_concurrency: int | None = None,
-    ) -> None:
-        super().__init__(
-            base_urls,
-            token=token,
-            timeout=timeout,
-            max_batch_size=max_batch_size,
-            max_retries=max_retries,
-            backoff_base=backoff_base,
-            backoff_max=backoff_max,
-            on_retry=on_retry,
-        )
+    def __init__(self, base_urls: str | Sequence[str], *, max_concurrency: int | None = None, **settings: Any) -> None:
+        """``settings`` as for `RewardClient` (``transport`` an ``httpx.AsyncBaseTransport``)."""
+        super().__init__(base_urls, **settings)
         # Bounded so that a huge batch does not queue past httpx's pool timeout; a few per URL
         # keeps every replica's workers busy.
         self.max_concurrency = max_concurrency or 4 * len(self.base_urls)
-        self._http = httpx.AsyncClient(headers=self._headers, timeout=timeout, transport=transport)
+
+    def _open(self, transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
+        return httpx.AsyncClient(headers=self._headers, timeout=self.timeout, transport=transport)
 
     async def score(
         self,

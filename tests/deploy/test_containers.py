@@ -29,7 +29,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.support.servers import free_ports
+from services.reward_api.local import free_ports
 from tests.support.waiting import wait_until
 
 from .conftest import COMPOSE_FILE, ROOT, RULES, compose_command, docker_cli, ensure_base_images, run

@@ -23,7 +23,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.support.servers import free_ports, start_server, stop_server
+from services.reward_api.local import LocalService, free_ports
 from tests.support.waiting import TRANSIENT, wait_until
 
 from .conftest import DASHBOARDS, PROMETHEUS_DIR, ROOT, RULES, tool
@@ -98,7 +98,7 @@ def stack(tmp_path_factory):
     prometheus_bin = tool("prometheus", "apt-get install prometheus")
     tmp = tmp_path_factory.mktemp("live-prometheus")
     procs: list[subprocess.Popen] = []
-    server = start_server(workers=2, env={"PROMETHEUS_MULTIPROC_DIR": str(tmp / "multiproc"),
+    server = LocalService.start(workers=2, env={"PROMETHEUS_MULTIPROC_DIR": str(tmp / "multiproc"),
                                           "REWARD_API_LOG_LEVEL": "warning"})
     try:
         trainer_port, prom_port = free_ports(2)
@@ -128,7 +128,7 @@ def stack(tmp_path_factory):
                 proc.wait(15)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        stop_server(server)
+        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.support.servers import RunningServer, serving
+from services.reward_api.local import LocalService
 
 TOKEN = "test-token"
 # Small limits so the limit tests are cheap: 4 MiB bodies (room for the 1 MB hostile completions),
@@ -20,12 +20,12 @@ LIMITS = {
 
 
 @pytest.fixture(scope="session")
-def server() -> RunningServer:
-    with serving(workers=1, env=LIMITS, token=TOKEN) as running:
+def server() -> LocalService:
+    with LocalService.start(workers=1, env=LIMITS, token=TOKEN) as running:
         yield running
 
 
 @pytest.fixture
-def client(server: RunningServer) -> httpx.Client:
+def client(server: LocalService) -> httpx.Client:
     with httpx.Client(base_url=server.url, headers=server.headers(), timeout=30.0) as http:
         yield http

@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from services.reward_api.engine.evaluation import evaluate_dataset
+from shared.contract import EvaluateResponse
 
 CAT = [0, 0, 10, 10]
 
@@ -43,6 +44,9 @@ def test_evaluate_answers_the_metrics_of_the_set(client: httpx.Client):
     assert [row["category"] for row in body["per_category"]] == ["cat", "dog", "bird"]
     bird = body["per_category"][2]
     assert (bird["ap"], bird["precision"], bird["recall"]) == (None, None, None)
+    # The engine's result (a dataclass) and the documented wire model (shared/contract.py) are two
+    # definitions: the answer must be exactly the model, no field missing and none extra.
+    assert EvaluateResponse.model_validate(body).model_dump() == body
 
 
 def test_evaluate_equals_the_engine(client: httpx.Client):

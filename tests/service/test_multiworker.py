@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from tests.support.servers import serving
+from services.reward_api.local import LocalService
 from tests.support.waiting import wait_until
 
 from .test_score import CAT, completion, solution
@@ -29,7 +29,7 @@ def metric(text: str, name: str, labels: str) -> float:
 def two_workers(tmp_path_factory):
     metrics_dir = tmp_path_factory.mktemp("prom")
     (metrics_dir / "stale_counter_1.db").write_bytes(b"left over from an old run")  # must be cleaned
-    with serving(workers=2, env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+    with LocalService.start(workers=2, env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
                                  "REWARD_API_LOG_LEVEL": "warning"}) as server:
         yield server, metrics_dir
 
@@ -84,7 +84,7 @@ def test_a_crashed_worker_is_replaced_and_scoring_goes_on(tmp_path):
     # uvicorn's supervisor restarts a worker that dies; until then /readyz says so (503), and the
     # surviving worker keeps scoring. SIGKILL: no shutdown hook runs, as in an OOM kill.
     sample = {"completion": completion([CAT]), "solution": solution([CAT])}
-    with serving(workers=2, env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "REWARD_API_LOG_LEVEL": "warning"}) as server:
+    with LocalService.start(workers=2, env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "REWARD_API_LOG_LEVEL": "warning"}) as server:
         victim = httpx.get(server.url + "/healthz").json()["pid"]
         os.kill(victim, signal.SIGKILL)
         answers, pids, deadline = [], set(), time.monotonic() + 30

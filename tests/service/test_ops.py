@@ -9,7 +9,7 @@ import sys
 import httpx
 import pytest
 
-from tests.support.servers import REPO_ROOT
+from services.reward_api.local import REPO_ROOT
 
 from .conftest import TOKEN
 from .test_score import CAT, completion, solution

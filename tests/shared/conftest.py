@@ -7,8 +7,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from services.reward_api.local import LocalService, free_port
 from tests.shared.faulty_server import FaultyServer
-from tests.support.servers import free_port, start_server, stop_server
 
 # Tiny backoff: the tests exercise the retry paths, not the waiting.
 FAST = {"backoff_base": 0.001, "backoff_max": 0.005, "timeout": 5.0}
@@ -16,11 +16,11 @@ FAST = {"backoff_base": 0.001, "backoff_max": 0.005, "timeout": 5.0}
 
 @pytest.fixture(scope="session")
 def service():
-    server = start_server()
+    server = LocalService.start()
     try:
         yield server
     finally:
-        stop_server(server)
+        server.stop()
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from typing import Any
 import h11
 import httpx
 
-from tests.support.servers import free_port
+from services.reward_api.local import free_port
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from services.reward_api.local import REPO_ROOT
 from shared.adapters import verl
 from shared.client import RewardServiceError
 from tests.shared.conftest import detection_sample, direct_score
 from tests.shared.faulty_server import Reply
-from tests.support.servers import REPO_ROOT
 
 UNREADABLE = '<answer>```json\n[{"bbox_2d": [1, 2, 3], "label": "cat"}]\n```</answer>'
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from shared import evaluate
-from tests.support.servers import REPO_ROOT
+from services.reward_api.local import REPO_ROOT
 
 CAT = [0, 0, 10, 10]
 

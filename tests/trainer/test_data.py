@@ -135,7 +135,7 @@ def test_recipe_configs_parse(config):
 def test_prometheus_metrics_of_the_trainer():
     import httpx
 
-    from tests.support.servers import free_port
+    from services.reward_api.local import free_port
     from trainer.telemetry import Telemetry
 
     telemetry = Telemetry(port := free_port(), ["format", "od_length"])

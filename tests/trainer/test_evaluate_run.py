@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from shared import evaluate as scoring_cli
-from tests.support.servers import serving
+from services.reward_api.local import LocalService
 from trainer import evaluate, synthetic, tiny_model
 from trainer.data import read_solution
 
@@ -22,7 +22,7 @@ def run(tmp_path_factory):
     model_dir = tiny_model.build(root / "tiny")
     data_file = synthetic.generate(root / "data", N_IMAGES, seed=3)
     out_dir = root / "out"
-    with serving(env={"REWARD_API_LOG_LEVEL": "warning"}) as server:
+    with LocalService.start(env={"REWARD_API_LOG_LEVEL": "warning"}) as server:
         code = evaluate.main([
             "--model", str(model_dir), "--data", str(data_file), "--images", str(data_file.parent / "images"),
             "--url", server.url, "--out-dir", str(out_dir), "--batch-size", "2", "--max-new-tokens", "24",

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.servers import REPO_ROOT, RunningServer, free_port, serving, start_server, stop_server
+from services.reward_api.local import REPO_ROOT, LocalService, free_port
 from trainer import train
 
 REWARDS = ["format", "od_length", "weighted_sum", "cosine"]
@@ -61,7 +61,7 @@ def weights(path: Path) -> dict:
 
 def test_grpo_trains_the_tiny_model_with_rewards_from_the_service(tiny_model_dir, synthetic_dir, tmp_path):
     out = tmp_path / "run"
-    with serving() as server:
+    with LocalService.start() as server:
         assert train.main(train_args(tiny_model_dir, synthetic_dir, out, server.url, 2)) == 0
         served = score_requests(server.url)
     summary = json.loads((out / "train_summary.json").read_text())
@@ -85,7 +85,7 @@ def test_grpo_trains_the_tiny_model_with_rewards_from_the_service(tiny_model_dir
 def test_lora_with_a_frozen_vision_tower_trains_language_adapters_only(tiny_model_dir, synthetic_dir, tmp_path):
     out = tmp_path / "lora"
     lora = ["--use_peft", "true", "--lora_r", "4", "--lora_alpha", "8", "--freeze_vision_modules", "true"]
-    with serving() as server:
+    with LocalService.start() as server:
         assert train.main(train_args(tiny_model_dir, synthetic_dir, out, server.url, 2, *lora)) == 0
     from safetensors.torch import load_file
 
@@ -108,7 +108,7 @@ def start_trainer(model_dir, data_dir, out, url, steps, *extra) -> subprocess.Po
     )
 
 
-def kill_after_first_scores(server: RunningServer, trainer: subprocess.Popen) -> int:
+def kill_after_first_scores(server: LocalService, trainer: subprocess.Popen) -> int:
     """Wait until the service has scored a batch, freeze the trainer, count, kill the service
     (SIGKILL: no graceful goodbye), let the trainer go on. Returns the requests the service answered."""
     deadline = time.monotonic() + 120
@@ -128,14 +128,14 @@ def kill_after_first_scores(server: RunningServer, trainer: subprocess.Popen) ->
 def test_training_survives_a_service_restart_within_the_retry_budget(tiny_model_dir, synthetic_dir, tmp_path):
     out = tmp_path / "run"
     free = free_port()
-    first = start_server(port=free)
+    first = LocalService.start(port=free)
     trainer = start_trainer(tiny_model_dir, synthetic_dir, out, first.url, 5,
                             "--reward_max_retries", "100", "--reward_backoff_base", "0.2", "--reward_backoff_max", "1")
     second = None
     try:
         served_before = kill_after_first_scores(first, trainer)
         time.sleep(1.0)  # the trainer is retrying against a dead port now
-        second = start_server(port=free)
+        second = LocalService.start(port=free)
         output, _ = trainer.communicate(timeout=180)
         served_after = score_requests(second.url)
     finally:
@@ -143,7 +143,7 @@ def test_training_survives_a_service_restart_within_the_retry_budget(tiny_model_
             trainer.kill()
         for server in (first, second):
             if server is not None:
-                stop_server(server)
+                server.stop()
     assert trainer.returncode == 0, output
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["status"] == "completed" and summary["steps"] == 5
@@ -155,7 +155,7 @@ def test_training_survives_a_service_restart_within_the_retry_budget(tiny_model_
 
 def test_training_stops_with_a_clear_error_beyond_the_retry_budget(tiny_model_dir, synthetic_dir, tmp_path):
     out = tmp_path / "run"
-    server = start_server()
+    server = LocalService.start()
     trainer = start_trainer(tiny_model_dir, synthetic_dir, out, server.url, 50,
                             "--reward_max_retries", "2", "--reward_backoff_base", "0.05", "--reward_backoff_max", "0.1")
     try:
@@ -164,7 +164,7 @@ def test_training_stops_with_a_clear_error_beyond_the_retry_budget(tiny_model_di
     finally:
         if trainer.poll() is None:
             trainer.kill()
-        stop_server(server)
+        server.stop()
     assert trainer.returncode == train.EXIT_REWARD_SERVICE, output
     assert "training stopped: the reward service did not answer" in output
     assert re.search(r"failed after 3 attempts \(max_retries=2\)", output), output
