@@ -83,8 +83,10 @@ class HeldOutEvaluation(TrainerCallback):
         self.last_step: int | None = None
         self.pending: list[dict[str, float]] = []  # metrics of rounds not yet logged
         self.seconds = 0.0  # spent evaluating, for the record
+        self.started = time.perf_counter()  # training's start (elapsed times in heldout.jsonl count from it)
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.started = time.perf_counter()
         self._evaluate(args, state, model)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
@@ -113,7 +115,8 @@ class HeldOutEvaluation(TrainerCallback):
         self.seconds += seconds
         self.last_step = state.global_step
         metrics = heldout_metrics(answer)
-        record = {"step": state.global_step, "seconds": seconds, **metrics, "evaluate": answer}
+        record = {"step": state.global_step, "elapsed": started - self.started, "seconds": seconds, **metrics,
+                  "evaluate": answer}
         self.output_dir.mkdir(parents=True, exist_ok=True)
         with open(self.output_dir / HELDOUT_FILE, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
