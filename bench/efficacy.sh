@@ -26,23 +26,23 @@ OUT=${OUT:-$PWD/runs/efficacy}
 SEEDS=${SEEDS:-"0 1"}
 DEVICE=${DEVICE:-cuda}
 PORT=${PORT:-18790}
-WORKERS=${WORKERS:-6}
-SFT_SECONDS=${SFT_SECONDS:-150}     # SFT budget per seed
-SFT_STEPS=${SFT_STEPS:-1200}        # the SFT schedule's length (cosine to 0); SFT_SECONDS stops it earlier
+WORKERS=${WORKERS:-4}
+SFT_SECONDS=${SFT_SECONDS:-220}     # SFT budget per seed
+SFT_STEPS=${SFT_STEPS:-900}        # the SFT schedule's length (cosine to 0); SFT_SECONDS stops it earlier
 SFT_LR=${SFT_LR:-1e-3}
-SFT_BATCH=${SFT_BATCH:-128}
-ARM_SECONDS=${ARM_SECONDS:-240}     # each arm's budget, the control's too
+SFT_BATCH=${SFT_BATCH:-64}
+ARM_SECONDS=${ARM_SECONDS:-170}     # each arm's budget, the control's too
 GRPO_LR=${GRPO_LR:-3e-5}
-GRPO_BATCH=${GRPO_BATCH:-128}       # completions per step
+GRPO_BATCH=${GRPO_BATCH:-64}       # completions per step
 GENERATIONS=${GENERATIONS:-8}       # completions per prompt
 CONTROL_LR=${CONTROL_LR:-1e-4}      # the control continues SFT at this constant rate
-TRAIN_N=${TRAIN_N:-30000}
-HELDOUT_N=${HELDOUT_N:-500}
-COMPLETION=${COMPLETION:-192}       # longest completion, tokens (3 boxes spelt digit by digit: ~140)
-EVAL_EVERY_GRPO=${EVAL_EVERY_GRPO:-20}
+TRAIN_N=${TRAIN_N:-20000}
+HELDOUT_N=${HELDOUT_N:-300}
+COMPLETION=${COMPLETION:-128}       # longest completion, tokens (3 boxes spelt digit by digit: ~110)
+EVAL_EVERY_GRPO=${EVAL_EVERY_GRPO:-15}
 EVAL_EVERY_SFT=${EVAL_EVERY_SFT:-200}
 ARMS=${ARMS:-"ap od_length wsum_cosine control"}
-BOOTSTRAP=${BOOTSTRAP:-1000}
+BOOTSTRAP=${BOOTSTRAP:-400}
 REPORT_TO=${REPORT_TO:-none}      # tensorboard where it is installed
 if [ -n "${SMOKE:-}" ]; then  # the whole pipeline in a few minutes, to check it runs (no claim)
   SFT_SECONDS=20 SFT_STEPS=8 SFT_BATCH=8 ARM_SECONDS=15 GRPO_BATCH=8 GENERATIONS=4 TRAIN_N=64 HELDOUT_N=16
@@ -82,7 +82,7 @@ prepare_and_sft() {
   OMP_NUM_THREADS=2 "$PY" -m trainer.sft --model_name_or_path "$dir/init" $(common "$seed") \
     --output_dir "$dir/sft" --max_steps "$SFT_STEPS" --max_seconds "$SFT_SECONDS" \
     --per_device_train_batch_size "$SFT_BATCH" --learning_rate "$SFT_LR" --lr_scheduler_type cosine \
-    --warmup_steps 0.05 --weight_decay 0.01 --dataloader_num_workers 3 --heldout_every_steps "$EVAL_EVERY_SFT" \
+    --warmup_steps 0.05 --weight_decay 0.01 --dataloader_num_workers 5 --heldout_every_steps "$EVAL_EVERY_SFT" \
     > "$dir/sft.log" 2>&1
 }
 

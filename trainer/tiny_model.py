@@ -8,8 +8,8 @@ Qwen2-VL chat template. Two presets (`PRESETS`):
   demo and the CPU runs. It never learns much.
 * ``small``: tens of millions of parameters, a tokenizer that splits every digit into its own token
   (so coordinates are spelt digit by digit, as Qwen's own tokenizer does), and images of up to
-  100 merged patches (280 x 280 pixels), large enough to see the shapes of ``trainer.synthetic
-  --preset small``. Trained from scratch with ``trainer.sft``, it is the miniature of the research
+  36 merged patches (168 x 168 pixels), large enough to see the shapes of ``trainer.synthetic
+  --preset small`` (sides of 20 to 55 pixels). Trained from scratch with ``trainer.sft``, it is the miniature of the research
   that ``bench/efficacy.sh`` trains and measures on one GPU.
 
 ``AutoModelForImageTextToText.from_pretrained(OUT_DIR)`` and ``AutoTokenizer``/``AutoImageProcessor``
@@ -86,7 +86,7 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(512, False, 64, 2, 4, 2, 32, 2, 2, DEFAULT_MIN_PIXELS, DEFAULT_MAX_PIXELS),
-    "small": Preset(1024, True, 512, 8, 8, 4, 256, 4, 4, 28 * 28 * 16, 28 * 28 * 100),
+    "small": Preset(1024, True, 512, 8, 8, 4, 256, 4, 4, 28 * 28 * 9, 28 * 28 * 36),
 }
 
 
