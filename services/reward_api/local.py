@@ -154,7 +154,7 @@ class LocalService:
         self.stop()
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.reward_api.local",
                                      description="Wait until the reward service on 127.0.0.1:PORT is ready.")
     commands = parser.add_subparsers(dest="command", required=True)

