@@ -315,7 +315,9 @@ def markdown_table() -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for d in DEPARTURES:
-        cells = [d.id, ", ".join(d.versions), ", ".join(d.rewards), d.reference, d.here, d.why, d.shown,
-                 _values(d.reference_values), _values(d.our_values)]
+        text = [d.id, ", ".join(d.versions), ", ".join(d.rewards), d.reference, d.here, d.why]
+        cells = [cell.replace("<", "&lt;") for cell in text]  # <answer> is text, not HTML
+        cells.append(f"```` {d.shown} ````")  # a code span that may hold ``` fences
+        cells += [_values(d.reference_values), _values(d.our_values)]
         rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(rows) + "\n"
