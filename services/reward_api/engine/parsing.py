@@ -20,8 +20,6 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, NamedTuple
 
-import json_repair
-
 from .boxes import Box, box_problem
 from .repair import repair_box_list
 
@@ -285,6 +283,8 @@ def _load_or_repair(text: str, load: Callable[[str], tuple[Any, bool]] = load_js
         return value
     if len(text) > REPAIR_MAX_CHARS:
         return None
+    import json_repair  # here, not at the top: the trainer reads ground truth with this module, without it
+
     try:
         return json_repair.loads(text)
     except Exception:  # a third-party repairer on hostile text (RecursionError included): "unparsable"
