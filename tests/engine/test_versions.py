@@ -101,3 +101,11 @@ def test_version_2_equals_version_1_where_no_rule_changed():
                 assert now[name] != recorded[case["id"]][name], (case["id"], name)
             else:
                 assert now[name] == recorded[case["id"]][name], (case["id"], name, now[name])
+
+
+def test_a_huge_string_answer_is_counted_not_built():
+    # version 2 loops over a string answer as the reference does, without making 5 million items
+    text = '<answer>```json\n"' + "x" * 5_000_000 + '"\n```</answer>'
+    scores = score_batch([{"completion": text, "solution": "None"}], ["ap", "od_length", "weighted_sum"], explain=True)
+    assert scores.values == {"ap": [0.0], "od_length": [0.0], "weighted_sum": [0.0]}
+    assert scores.details[0]["detection"]["n_pred"] == 5_000_000

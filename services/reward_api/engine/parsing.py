@@ -42,7 +42,7 @@ __all__ = [
     "join_lines",
     "normalise_for_weighted_sum",
     "normalise_twice_for_weighted_sum",
-    "iterated_items",
+    "non_list_size",
     "load_json",
     "box_list",
     "repetition_box_list",
@@ -242,7 +242,7 @@ class BoxList:
     """A text's box list: ``items`` ([] unless the fenced JSON is a list) and why it is empty.
 
     ``failure`` is None, or "no_json_fence", "invalid_json" or "not_a_list"; ``value`` is the
-    parsed JSON when it is not a list (version 2 iterates it, :func:`iterated_items`).
+    parsed JSON when it is not a list (version 2 counts what it iterates to, :func:`non_list_size`).
     """
 
     items: list
@@ -250,15 +250,17 @@ class BoxList:
     value: Any = None
 
 
-def iterated_items(box_list: BoxList) -> list:
-    """Version 2's prediction list: what Python's ``for item in value`` yields, as the reference
-    loops over whatever the JSON holds. A list gives its items, an object its keys, a string its
-    characters (non-empty, unmatched predictions: a malformed answer is not "none"); a number,
-    ``true``/``false`` or ``null`` gives nothing (the reference's loop raises and it keeps [])."""
+def non_list_size(box_list: BoxList) -> int | None:
+    """Version 2: how many predictions a fenced JSON value that is not a list stands for, or None
+    for a list (or no value). The reference loops over whatever the JSON holds: an object yields
+    its keys, a string its characters, predictions that are not objects and so match nothing (a
+    malformed answer is not "none"); a number, ``true``/``false`` or ``null`` yields nothing (its
+    loop raises and it keeps []). Only the count matters, so nothing is built: a 30 MB string costs
+    no memory."""
     value = box_list.value
-    if box_list.failure != "not_a_list" or not isinstance(value, (dict, str)):
-        return box_list.items
-    return list(value)
+    if box_list.failure != "not_a_list":
+        return None
+    return len(value) if isinstance(value, (dict, str)) else 0
 
 
 def box_list(text: str, which: str = "last", load: Callable[[str], tuple[Any, bool]] = load_json) -> BoxList:
@@ -425,11 +427,9 @@ class ParsedCompletion:
         return read_predictions(self.answer_items)
 
     @cached_property
-    def answer_predictions_v2(self) -> tuple[Prediction, ...]:
-        """Version 2: the items of :func:`iterated_items` (an object's keys, a string's characters)."""
-        if self.answer_box_list.failure != "not_a_list":
-            return self.answer_predictions
-        return read_predictions(iterated_items(self.answer_box_list))
+    def answer_non_list_size(self) -> int | None:
+        """Version 2: the predictions the answer's fenced value stands for when it is not a list."""
+        return non_list_size(self.answer_box_list)
 
     @cached_property
     def format_ok(self) -> bool:
@@ -455,9 +455,17 @@ class ParsedCompletion:
         return normalise_twice_for_weighted_sum(self.text)
 
     @cached_property
+    def ws_box_list_v2(self) -> BoxList:
+        """Version 2: the first ```json block of the twice-normalised text."""
+        return box_list(self.ws_normalised_v2, "first", self._load_json)
+
+    @property
     def ws_items_v2(self) -> list:
-        """Version 2's predictions: the first ```json block of the twice-normalised text, iterated."""
-        return iterated_items(box_list(self.ws_normalised_v2, "first", self._load_json))
+        return self.ws_box_list_v2.items
+
+    @property
+    def ws_non_list_size_v2(self) -> int | None:
+        return non_list_size(self.ws_box_list_v2)
 
     @cached_property
     def _repetition(self) -> tuple[str | None, list | None]:

@@ -248,8 +248,7 @@ def _details(parsed: ParsedCompletion, failures: tuple[str, ...], inp: RewardInp
     if names & {"ap", "ap50", "od_length"}:
         result = detection.shared_result(inp, detection_version)
         out["detection"] = result.details()
-        predictions = parsed.answer_predictions if detection_version == "1" else parsed.answer_predictions_v2
-        out["completion"]["items"] = _item_details(predictions, result.item_status)
+        out["completion"]["items"] = _item_details(parsed.answer_predictions, result.item_status)
     if names & {"weighted_sum", "cosine"}:
         out["weighted_sum"] = weighted_sum.shared_result(inp, ws_version).details()
     if "repetition" in names:

@@ -16,7 +16,7 @@ reward-spec "ap and ap50" and "od_length", in order:
 Version 2 (the default) differs in one rule, where version 1 misread the reference: a fenced JSON
 answer that is not a list is looped over as the reference loops over it (an object gives its keys,
 a string its characters: non-empty, unmatched predictions), so ``{"bbox_2d": ..., "label": "cat"}``
-against ``None`` scores 0.0, not the 1.0 of a correct "none" (``parsing.iterated_items``).
+against ``None`` scores 0.0, not the 1.0 of a correct "none" (``parsing.non_list_size``).
 
 Departures from the reference (both versions; the registry lists them with examples): pycocotools
 matched ``[NaN, NaN, NaN, NaN]`` boxes and ignored inverted boxes; the reference skipped a
@@ -48,7 +48,7 @@ import numpy as np
 
 from ..coco_ap import single_image_ap
 from ..ground_truth import GroundTruth
-from ..parsing import ParsedCompletion, Prediction
+from ..parsing import ParsedCompletion
 from . import RewardInput
 
 __all__ = [
@@ -100,14 +100,10 @@ def _constant(value: float, case: str, n_pred: int, n_gt: int, status: tuple[str
     return DetectionResult(value, value, value, case, n_pred, n_gt, status)
 
 
-def _predictions(parsed: ParsedCompletion, version: str) -> tuple[Prediction, ...]:
-    return parsed.answer_predictions if version == "1" else parsed.answer_predictions_v2
-
-
-def item_statuses(parsed: ParsedCompletion, categories: dict[str, int], version: str = "2") -> tuple[str, ...]:
+def item_statuses(parsed: ParsedCompletion, categories: dict[str, int]) -> tuple[str, ...]:
     """For each answer item: "kept", "invalid_box" (kept, a false positive) or why it is dropped."""
     statuses = []
-    for prediction in _predictions(parsed, version):
+    for prediction in parsed.answer_predictions:
         if not prediction.is_object:
             statuses.append(NOT_AN_OBJECT)
         elif prediction.label is None:
@@ -126,7 +122,9 @@ def evaluate_detection(parsed: ParsedCompletion, truth: GroundTruth, version: st
     n_gt = truth.n
     if parsed.answer is None:
         return _constant(0.0, "no_answer", 0, n_gt)
-    predictions = _predictions(parsed, version)
+    if version != "1" and parsed.answer_non_list_size is not None:
+        return _not_a_list(parsed.answer_non_list_size, n_gt)
+    predictions = parsed.answer_predictions
     n_pred = len(predictions)
     if truth.is_none and parsed.answer == "None":
         return _constant(1.0, "none_none", n_pred, n_gt)
@@ -134,7 +132,7 @@ def evaluate_detection(parsed: ParsedCompletion, truth: GroundTruth, version: st
         return _constant(1.0, "both_empty", n_pred, n_gt)
     # Ids in order of first appearance; COCO averages over categories, so any fixed order does.
     categories = {label: index for index, label in enumerate(dict.fromkeys(truth.labels))}
-    statuses = item_statuses(parsed, categories, version)
+    statuses = item_statuses(parsed, categories)
     if n_pred == 0 or n_gt == 0:
         return _constant(0.0, "one_empty", n_pred, n_gt, statuses)
     kept = [p for p, status in zip(predictions, statuses) if status in ("kept", INVALID_BOX)]
@@ -147,6 +145,16 @@ def evaluate_detection(parsed: ParsedCompletion, truth: GroundTruth, version: st
     ap, ap50 = single_image_ap(truth.boxes, gt_cats, dt_boxes, dt_cats, dt_valid)
     ap, ap50 = float(ap), float(ap50)
     return DetectionResult(ap, ap50, ap * min(1.0, n_gt / n_pred), "coco", n_pred, n_gt, statuses)
+
+
+def _not_a_list(n_pred: int, n_gt: int) -> DetectionResult:
+    """Version 2, an answer whose fenced JSON is not a list: ``n_pred`` predictions that are not
+    objects (an object's keys, a string's characters), which no category keeps."""
+    if n_pred == 0 and n_gt == 0:
+        return _constant(1.0, "both_empty", 0, 0)
+    if n_pred == 0 or n_gt == 0:
+        return _constant(0.0, "one_empty", n_pred, n_gt)
+    return _constant(0.0, "no_known_label", n_pred, n_gt)
 
 
 def shared_result(inp: RewardInput, version: str = "2") -> DetectionResult:

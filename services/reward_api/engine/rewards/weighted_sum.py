@@ -20,7 +20,7 @@ Version 2 (the default) reads the boxes as the reference does where version 1 mi
 texts normalised twice (``parsing.normalise_twice_for_weighted_sum``: the reference normalises,
 then normalises again, so ``<ANSWER>...</ANSWER>`` becomes an answer block; the ``none`` test of
 step 2 still uses one pass, as there), and a fenced JSON value that is not a list is looped over
-(``parsing.iterated_items``: an object gives its keys, a string its characters, all unmatched).
+(``parsing.non_list_size``: an object gives its keys, a string its characters, all unmatched).
 Kept as departures: a box is 4 finite numbers (a 5-number box or ``true``/``false`` coordinates
 overlap nothing here; the reference used the first four numbers, and ``true`` as 1).
 
@@ -279,6 +279,8 @@ def weighted_sum(
         preds, gts = parsed.ws_items, truth.ws_items
     else:
         preds, gts = parsed.ws_items_v2, truth.weighted_sum_items_v2()
+        if parsed.ws_non_list_size_v2 is not None:
+            return _not_a_list(parsed.ws_non_list_size_v2, len(gts), alpha, beta, gamma)
     if not gts:
         return WeightedSumResult(0.0 if preds else 1.0, "no_gt_boxes", len(preds), 0)
     if not preds:
@@ -300,6 +302,17 @@ def weighted_sum(
     parts = {"position": position, "label": label, "miss": miss, "false_alarm": false_alarm,
              "completeness": completeness}
     return WeightedSumResult(value, "matched", n_pred, n_gt, matches, parts)
+
+
+def _not_a_list(n_pred: int, n_gt: int, alpha: float, beta: float, gamma: float) -> WeightedSumResult:
+    """Version 2, a fenced JSON value that is not a list: ``n_pred`` predictions that match nothing."""
+    if not n_gt:
+        return WeightedSumResult(0.0 if n_pred else 1.0, "no_gt_boxes", n_pred, 0)
+    if not n_pred:
+        return WeightedSumResult(0.0, "no_predictions", 0, n_gt)
+    parts = {"position": 0.0, "label": 0.0, "miss": 1.0, "false_alarm": 1.0, "completeness": 0.0}
+    value = (alpha * 0.0 + beta * 0.0 + gamma * 0.0) / (alpha + beta + gamma)
+    return WeightedSumResult(value, "matched", n_pred, n_gt, (), parts)
 
 
 def shared_result(inp: RewardInput, version: str = "2") -> WeightedSumResult:
