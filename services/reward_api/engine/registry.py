@@ -131,7 +131,7 @@ class ResolvedReward:
         return self.spec.compute(inp)
 
 
-# ---------------------------------------------------------------- the catalogue, version 1
+# ---------------------------------------------------------------- the catalogue: versions 1 and 2
 
 
 def _non_negative(value: float) -> bool:
