@@ -15,15 +15,6 @@ read the reference's variable names instead of its formula and ran wrong answers
 Departures from the reference (both versions): it set ``acc`` to 1.0 (every answer "correct"),
 and it did not clamp ``L``, so past ``max_length`` the cosine rose again and a longer answer could
 score higher.
-
->>> cosine_reward(1.0, 0), cosine_reward(1.0, 512), cosine_reward(1.0, 1024)
-(1.0, 0.75, 0.5)
->>> cosine_reward(0.0, 0), round(cosine_reward(0.0, 256), 4), cosine_reward(0.0, 1024)
-(-0.5, -0.4268, 0.0)
->>> cosine_reward(0.0, 0, version="1"), round(cosine_reward(0.0, 256, version="1"), 4)
-(0.0, -0.0732)
->>> cosine_reward(1.0, 5000)  # clamped: never higher than at max_length
-0.5
 """
 
 from __future__ import annotations
@@ -49,7 +40,17 @@ def cosine_reward(
     correct_threshold: float = DEFAULT_CORRECT_THRESHOLD,
     version: str = "2",
 ) -> float:
-    """The cosine-scaled reward of an answer of accuracy ``acc`` that took ``completion_tokens``."""
+    """The cosine-scaled reward of an answer of accuracy ``acc`` that took ``completion_tokens``.
+
+    >>> cosine_reward(1.0, 0), cosine_reward(1.0, 512), cosine_reward(1.0, 1024)
+    (1.0, 0.75, 0.5)
+    >>> cosine_reward(0.0, 0), round(cosine_reward(0.0, 256), 4), cosine_reward(0.0, 1024)
+    (-0.5, -0.4268, 0.0)
+    >>> cosine_reward(0.0, 0, version="1"), round(cosine_reward(0.0, 256, version="1"), 4)
+    (0.0, -0.0732)
+    >>> cosine_reward(1.0, 5000)  # clamped: never higher than at max_length
+    0.5
+    """
     length = min(max(completion_tokens, 0), max_length)
     start, end = _CORRECT if acc >= correct_threshold else _WRONG[version]
     return start - (start - end) * (1 - math.cos(math.pi * length / max_length)) / 2

@@ -23,21 +23,6 @@ matched ``[NaN, NaN, NaN, NaN]`` boxes and ignored inverted boxes; the reference
 prediction whose box raises (missing, 3 numbers, strings, null), scored a 5-number box on its first
 four numbers and read ``true``/``false`` as 1/0, and raised on a 10**400 coordinate. Here every such
 box is invalid: a false positive.
-
->>> from services.reward_api.engine.parsing import ParsedCompletion
->>> from services.reward_api.engine.ground_truth import parse_solution
->>> cat = '```json\\n[{"bbox_2d": [10, 10, 110, 110], "label": "cat"}]\\n```'
->>> result = evaluate_detection(ParsedCompletion(f"<answer>{cat}</answer>"), parse_solution(cat))
->>> round(result.ap, 12), round(result.ap50, 12), round(result.od_length, 12)
-(1.0, 1.0, 1.0)
->>> shifted = cat.replace("[10, 10, 110, 110]", "[20, 20, 120, 120]")
->>> round(evaluate_detection(ParsedCompletion(f"<answer>{shifted}</answer>"), parse_solution(cat)).ap, 12)
-0.4
->>> obj = '<answer>```json\\n{"bbox_2d": [10, 10, 110, 110], "label": "cat"}\\n```</answer>'
->>> evaluate_detection(ParsedCompletion(obj), parse_solution("None")).ap  # version 2
-0.0
->>> evaluate_detection(ParsedCompletion(obj), parse_solution("None"), version="1").ap
-1.0
 """
 
 from __future__ import annotations
@@ -118,7 +103,23 @@ def item_statuses(parsed: ParsedCompletion, categories: dict[str, int]) -> tuple
 
 
 def evaluate_detection(parsed: ParsedCompletion, truth: GroundTruth, version: str = "2") -> DetectionResult:
-    """ap, ap50 and od_length of one sample at ``version`` ("1" or "2"), with a single COCO evaluation."""
+    """ap, ap50 and od_length of one sample at ``version`` ("1" or "2"), with a single COCO evaluation.
+
+    >>> from services.reward_api.engine.parsing import ParsedCompletion
+    >>> from services.reward_api.engine.ground_truth import parse_solution
+    >>> cat = '```json\\n[{"bbox_2d": [10, 10, 110, 110], "label": "cat"}]\\n```'
+    >>> result = evaluate_detection(ParsedCompletion(f"<answer>{cat}</answer>"), parse_solution(cat))
+    >>> round(result.ap, 12), round(result.ap50, 12), round(result.od_length, 12)
+    (1.0, 1.0, 1.0)
+    >>> shifted = cat.replace("[10, 10, 110, 110]", "[20, 20, 120, 120]")
+    >>> round(evaluate_detection(ParsedCompletion(f"<answer>{shifted}</answer>"), parse_solution(cat)).ap, 12)
+    0.4
+    >>> obj = '<answer>```json\\n{"bbox_2d": [10, 10, 110, 110], "label": "cat"}\\n```</answer>'
+    >>> evaluate_detection(ParsedCompletion(obj), parse_solution("None")).ap  # version 2
+    0.0
+    >>> evaluate_detection(ParsedCompletion(obj), parse_solution("None"), version="1").ap
+    1.0
+    """
     n_gt = truth.n
     if parsed.answer is None:
         return _constant(0.0, "no_answer", 0, n_gt)

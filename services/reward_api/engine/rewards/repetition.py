@@ -27,16 +27,6 @@ Departures from the reference (both versions): it crashed on a list item that is
 (such items are skipped) and on a 5,000-digit integer or 3,000 nested brackets (unparsable here:
 word 6-grams); version 2 does not repair malformed JSON other than a box list cut short (single
 quotes, missing commas, text after the list: word 6-grams), where json_repair would guess.
-
->>> from services.reward_api.engine.parsing import ParsedCompletion
->>> box = '{"bbox_2d": [1, 2, 3, 4], "label": "cat"}'
->>> repetition_reward(ParsedCompletion(f"```json\\n[{box}, {box}, {box}]\\n```"))
--0.6666666666666667
->>> cut = "```json\\n[" + ", ".join([box] * 40) + ', {"bbox_2d": [1, 2\\n```'  # 1,700 characters, cut off
->>> repetition_reward(ParsedCompletion(cut)), round(repetition_reward(ParsedCompletion(cut), version="1"), 4)
-(-0.975, -0.9607)
->>> repetition_reward(ParsedCompletion("the cat sat on the mat and the cat sat on the mat"))
--0.125
 """
 
 from __future__ import annotations
@@ -99,6 +89,18 @@ def repetition(parsed: ParsedCompletion, version: str = "2") -> RepetitionResult
 
 
 def repetition_reward(parsed: ParsedCompletion, version: str = "2") -> float:
+    """The repetition penalty of one completion at ``version``.
+
+    >>> from services.reward_api.engine.parsing import ParsedCompletion
+    >>> box = '{"bbox_2d": [1, 2, 3, 4], "label": "cat"}'
+    >>> repetition_reward(ParsedCompletion(f"```json\\n[{box}, {box}, {box}]\\n```"))
+    -0.6666666666666667
+    >>> cut = "```json\\n[" + ", ".join([box] * 40) + ', {"bbox_2d": [1, 2\\n```'  # 1,700 characters, cut off
+    >>> repetition_reward(ParsedCompletion(cut)), round(repetition_reward(ParsedCompletion(cut), version="1"), 4)
+    (-0.975, -0.9607)
+    >>> repetition_reward(ParsedCompletion("the cat sat on the mat and the cat sat on the mat"))
+    -0.125
+    """
     return repetition(parsed, version).value
 
 

@@ -24,18 +24,6 @@ step 2 still uses one pass, as there), and a fenced JSON value that is not a lis
 Kept as departures: a box is 4 finite numbers (a 5-number box or ``true``/``false`` coordinates
 overlap nothing here; the reference used the first four numbers, and ``true`` as 1).
 
->>> from services.reward_api.engine.parsing import ParsedCompletion
->>> from services.reward_api.engine.ground_truth import parse_solution
->>> truth = parse_solution([{"bbox_2d": [10, 10, 110, 110], "label": "cat"}])
->>> def answer(box): return '<answer>```json\\n[{"bbox_2d": %s, "label": "cat"}]\\n```</answer>' % box
->>> weighted_sum(ParsedCompletion(answer("[10, 10, 110, 110]")), truth).value
-1.0
->>> round(weighted_sum(ParsedCompletion(answer("[20, 20, 120, 120]")), truth).value, 6)
-0.776471
->>> upper = answer("[10, 10, 110, 110]").replace("answer>", "ANSWER>")
->>> weighted_sum(ParsedCompletion(upper), truth).value, weighted_sum(ParsedCompletion(upper), truth, version="1").value
-(1.0, 1.0)
-
 A completion's few boxes (up to ``_PYTHON_PAIRS`` pairs) are matched with :func:`iou`'s own
 Python arithmetic, inlined (:func:`_python_candidates`): the reference's values by construction.
 More boxes go through :func:`iou_matrix` (NumPy). :func:`weighted_sum` hands both functions
@@ -272,7 +260,21 @@ def weighted_sum(
     iou_threshold: float = DEFAULTS["iou_threshold"],
     version: str = "2",
 ) -> WeightedSumResult:
-    """weighted_sum of one sample at ``version`` ("1" or "2"), with the matches that produced it."""
+    """weighted_sum of one sample at ``version`` ("1" or "2"), with the matches that produced it.
+
+    >>> from services.reward_api.engine.parsing import ParsedCompletion
+    >>> from services.reward_api.engine.ground_truth import parse_solution
+    >>> truth = parse_solution([{"bbox_2d": [10, 10, 110, 110], "label": "cat"}])
+    >>> def answer(box): return '<answer>```json\\n[{"bbox_2d": %s, "label": "cat"}]\\n```</answer>' % box
+    >>> weighted_sum(ParsedCompletion(answer("[10, 10, 110, 110]")), truth).value
+    1.0
+    >>> round(weighted_sum(ParsedCompletion(answer("[20, 20, 120, 120]")), truth).value, 6)
+    0.776471
+    >>> guess = answer("[300, 300, 400, 400]").replace("<answer>", "<think>").replace("</answer>", "</think>")
+    >>> upper = guess + answer("[10, 10, 110, 110]").replace("answer>", "ANSWER>")  # read on the second pass
+    >>> weighted_sum(ParsedCompletion(upper), truth).value, weighted_sum(ParsedCompletion(upper), truth, version="1").value
+    (1.0, 0.0)
+    """
     if truth.ws_is_none:
         return WeightedSumResult(1.0 if parsed.ws_normalised == "none" else 0.0, "none")
     if version == "1":
