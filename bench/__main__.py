@@ -4,6 +4,7 @@
 (b) Samples/s of all seven rewards: a 2-worker server under concurrent 64-sample batches vs the
     reference method (bench/reference.py) in this process. Target: 25x.
 (c) p50/p99 latency of one 64-sample batch request at a time. Target: p99 < 50 ms.
+(d) repetition on malformed box lists: version 2's linear repair vs json-repair (bench/repair.py).
 Prints a table and writes bench/results.json.
 """
 
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 
 from bench import http, reference
+from bench import repair as repair_bench
 from services.reward_api.local import LocalService
 
 RESULTS = Path(__file__).with_name("results.json")
@@ -69,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     results["ap"] = ap_rate(int(2000 * scale))
     results["reference"] = reference_rate(samples[: int(640 * scale)])
     results["engine"] = engine_rate(samples[: int(1280 * scale)])
+    results["repair"] = repair_bench.run(repeats=2 if args.quick else 5)
     with LocalService.start(workers=2, env={"REWARD_API_MAX_PENDING_BATCHES": "64", "REWARD_API_LOG_LEVEL": "warning"}) as server:
         results["http"] = http.throughput(server, samples, n_requests=int(300 * scale))
         results["latency"] = http.latency(server, samples, n_requests=int(300 * scale))
@@ -91,7 +94,7 @@ def print_table(r: dict) -> None:
         ("HTTP vs reference", f"{r['speedup_http_vs_reference']:.1f}x", "target >= 25x"),
         ("latency p50, one 64-sample batch (ms)", f"{r['latency']['p50_ms']:.1f}", ""),
         ("latency p99, one 64-sample batch (ms)", f"{r['latency']['p99_ms']:.1f}", "target < 50 ms"),
-    ]
+    ] + repair_bench.rows(r["repair"])
     width = max(len(name) for name, _, _ in rows)
     print(f"{'measure':<{width}}  {'value':>10}  note")
     for name, value, note in rows:

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from services.reward_api.engine.ground_truth import parse_solution
+from services.reward_api.engine.parsing import ParsedCompletion
 from trainer import prompts
 
 # The reference's per-line accuracy methods, mapped to the service's reward names. A sample whose
@@ -43,67 +45,33 @@ class DataError(ValueError):
 
 
 # ----------------------------------------------------------------------------------------------
-# Ground truth
-
-
-def answer_body(text: str) -> str:
-    """The content of the last ``<answer>...</answer>`` block, stripped; the whole text without one."""
-    start = text.rfind("<answer>")
-    if start != -1:
-        end = text.find("</answer>", start)
-        if end != -1:
-            return text[start + len("<answer>") : end].strip()
-    return text.strip()
-
-
-def fenced_json(body: str) -> Any:
-    """The value of the last ```` ```json ... ``` ```` block of ``body``; ValueError if there is none."""
-    fence = body.rfind("```json")
-    if fence == -1:
-        raise ValueError("no ```json block and not None")
-    close = body.find("```", fence + len("```json"))
-    if close == -1:
-        raise ValueError("unterminated ```json block")
-    return json.loads(body[fence + len("```json") : close])
+# Ground truth: read by the reward service's own reader, so that a line the service would refuse is
+# refused here, at load time, with its file and line (not trained on, nor turned into null rewards)
 
 
 def read_solution(text: str) -> list[dict]:
     """The ground-truth text of a line as a list of ``{"bbox_2d": [x1, y1, x2, y2], "label": str}``.
 
-    The research's answer format (reward-spec.md, "Ground truth"): optionally inside
-    ``<answer>...</answer>``, the literal ``None`` (returns ``[]``) or a fenced ```` ```json [...] ``` ````
-    list. Raises ValueError when it is neither: the line is wrong, and training on it would give
-    rewards computed against nothing.
+    The research's answer format (reward-spec.md, "Ground truth"), read by the service's reader
+    (``services/reward_api/engine/ground_truth.py``): optionally inside ``<answer>...</answer>``,
+    the literal ``None`` (returns ``[]``) or exactly one fenced ```` ```json [...] ``` ```` list of
+    valid boxes. Raises ValueError (SolutionError) saying what is wrong otherwise: two ```json
+    blocks, an inverted or non-finite box, a missing label, ...
     """
-    body = answer_body(text)
-    if body == "None":
-        return []
-    items = fenced_json(body)
-    if not isinstance(items, list):
-        raise ValueError(f"the ```json block holds a {type(items).__name__}, not a list")
-    out = []
-    for n, item in enumerate(items):
-        if not isinstance(item, dict) or not isinstance(item.get("label"), str):
-            raise ValueError(f"item {n} is not an object with a string label: {item!r}")
-        box = item.get("bbox_2d")
-        if (
-            not isinstance(box, list)
-            or len(box) != 4
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
-        ):
-            raise ValueError(f"item {n} has no bbox_2d of 4 numbers: {item!r}")
-        out.append({"bbox_2d": [float(v) for v in box], "label": item["label"]})
-    return out
+    truth = parse_solution(text)
+    return [{"bbox_2d": [float(v) for v in box], "label": label} for label, box in zip(truth.labels, truth.raw_boxes)]
+
+
+def check_as_sent(items: list[dict]) -> None:
+    """Refuse the structured ground truth the service would refuse (after scaling, say an area
+    beyond COCO's range); ValueError saying why."""
+    parse_solution(items)
 
 
 def count_boxes(completion: str) -> int:
-    """How many items a completion's answer lists (0 without a readable list): for the training
-    curves only; every reward comes from the service."""
-    try:
-        items = fenced_json(answer_body(completion))
-    except ValueError:
-        return 0
-    return len(items) if isinstance(items, list) else 0
+    """How many items a completion's answer lists (0 without a readable list), as the service's
+    parser reads it: for the training curves only; every reward comes from the service."""
+    return len(ParsedCompletion(completion).answer_items)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -234,7 +202,13 @@ def _example(record: dict, folder: str, image_processor: Any, source: str) -> Ex
         raise DataError(f"{source}: unreadable ground truth ({exc}): {answer[:200]!r}") from exc
     original = image_size(paths[0])
     resized = resized_size(image_processor, *original)
-    return Example(paths, question, answer, scale_boxes(items, original, resized), original, resized, accu, source)
+    scaled = scale_boxes(items, original, resized)
+    try:
+        check_as_sent(scaled)
+    except ValueError as exc:
+        raise DataError(f"{source}: ground truth the reward service would refuse once scaled to the "
+                        f"{resized[0]}x{resized[1]} image the model sees ({exc})") from exc
+    return Example(paths, question, answer, scaled, original, resized, accu, source)
 
 
 def build_dataset(examples: Sequence[Example], template: str = "standard", extra_columns: dict | None = None):

@@ -22,7 +22,7 @@ from services.reward_api.engine.registry import (
 def test_names_and_aliases_resolve_to_canonical_names():
     resolved = resolve_rewards(["format", "odLength", "od_ap", "od_ap50", "length", {"name": "weighted_sum"}, "repetition"])
     assert [r.name for r in resolved] == ["format", "od_length", "ap", "ap50", "cosine", "weighted_sum", "repetition"]
-    assert all(r.version == "1" for r in resolved)
+    assert all(r.version == "2" for r in resolved)  # version 2 is the default (issue 10)
     assert resolved[1].requested_as == "odLength"
     assert [r.needs_completion_tokens for r in resolved] == [False, False, False, False, True, False, False]
 
@@ -30,6 +30,9 @@ def test_names_and_aliases_resolve_to_canonical_names():
 def test_pinned_version():
     (r,) = resolve_rewards([{"name": "ap", "version": "1"}])
     assert (r.name, r.version) == ("ap", "1")
+    (r,) = resolve_rewards([{"name": "ap", "version": "2"}])
+    assert (r.name, r.version) == ("ap", "2")
+    assert registry.REWARDS["ap"]["1"].compute is not registry.REWARDS["ap"]["2"].compute
 
 
 @pytest.mark.parametrize(
@@ -37,7 +40,7 @@ def test_pinned_version():
     [
         (["format", "fromat"], UnknownReward, "rewards[1]: unknown reward 'fromat'"),
         ([{"name": "nope"}], UnknownReward, "rewards[0].name: unknown reward"),
-        ([{"name": "ap", "version": "2"}], UnknownVersion, "rewards[0].version: ap has no version '2'"),
+        ([{"name": "ap", "version": "3"}], UnknownVersion, "rewards[0].version: ap has no version '3'; this server serves '1', '2'"),
         ([{"name": "ap", "version": 1}], UnknownVersion, "rewards[0].version"),
         ([{"version": "1"}], UnknownReward, "rewards[0].name: missing"),
         ([{"name": "ap", "weight": 2}], UnknownReward, "rewards[0].weight"),
@@ -54,15 +57,15 @@ def test_resolution_errors_name_the_field(refs, error, fragment):
 
 
 def test_versions_map_to_implementations(monkeypatch):
-    v1 = registry.REWARDS["weighted_sum"]["1"]
-    v2 = replace(v1, version="2", description="a later arithmetic", compute=lambda inp: 0.123)
-    monkeypatch.setitem(registry.REWARDS, "weighted_sum", {"1": v1, "2": v2})
-    pinned, latest = resolve_rewards([{"name": "weighted_sum", "version": "1"}]), resolve_rewards([{"name": "weighted_sum", "version": "2"}])
-    assert pinned[0].spec is v1 and latest[0].spec is v2
+    v1, v2 = registry.REWARDS["weighted_sum"]["1"], registry.REWARDS["weighted_sum"]["2"]
+    v3 = replace(v2, version="3", description="a later arithmetic", compute=lambda inp: 0.123)
+    monkeypatch.setitem(registry.REWARDS, "weighted_sum", {"1": v1, "2": v2, "3": v3})
+    pinned, latest = resolve_rewards([{"name": "weighted_sum", "version": "1"}]), resolve_rewards([{"name": "weighted_sum", "version": "3"}])
+    assert pinned[0].spec is v1 and latest[0].spec is v3
     assert latest[0].compute(None) == 0.123
-    assert resolve_rewards(["weighted_sum"])[0].version == "1"  # the default version stays
+    assert resolve_rewards(["weighted_sum"])[0].version == "2"  # the default version stays
     (entry,) = [e for e in catalogue() if e["name"] == "weighted_sum"]
-    assert sorted(entry["versions"]) == ["1", "2"]
+    assert sorted(entry["versions"]) == ["1", "2", "3"]
 
 
 def test_params_defaults():
@@ -108,13 +111,15 @@ def test_params_errors_name_the_field(params, fragment):
     assert fragment in str(caught.value)
 
 
-SPEC_DEPARTURES = {
-    "ap": ["NaN", "inverted"],
-    "ap50": ["NaN", "inverted"],
-    "od_length": ["NaN", "inverted"],
-    "cosine": ["overwrites the accuracy", "past L_max"],
-    "weighted_sum": ["no label"],
-    "repetition": ["not an object", "json_repair"],
+SPEC_DEPARTURES = {  # the ids of every version 2 departure, per reward
+    "format": ["unreadable_solution"],
+    "ap": ["nan_boxes", "inverted_boxes", "malformed_boxes", "five_numbers_or_booleans", "huge_coordinate",
+           "solution_answer_block", "unreadable_solution"],
+    "od_length": ["nan_boxes", "inverted_boxes", "malformed_boxes", "five_numbers_or_booleans", "huge_coordinate",
+                  "solution_answer_block", "unreadable_solution"],
+    "cosine": ["unreadable_solution", "missing_label", "cosine_accuracy", "cosine_clamp"],
+    "weighted_sum": ["five_numbers_or_booleans", "unreadable_solution", "missing_label"],
+    "repetition": ["unreadable_solution", "non_object_items", "unparsable_numbers", "repair_beyond_cut_lists"],
 }
 
 
@@ -130,14 +135,21 @@ def test_catalogue_describes_every_reward_and_departure():
     assert by_name["weighted_sum"]["params"]["gamma"]["default"] == 0.3
     assert by_name["cosine"]["params"]["max_length"]["default"] == 1024
     assert by_name["cosine"]["uses_params_of"] == ["weighted_sum"]
-    for name, fragments in SPEC_DEPARTURES.items():
-        references = " ".join(d["reference"] for d in by_name[name]["departures"])
-        for fragment in fragments:
-            assert fragment in references, (name, fragment)
-    assert by_name["format"]["departures"] == []
+    for name, ids in SPEC_DEPARTURES.items():
+        assert [d["id"] for d in by_name[name]["departures"]] == ids, name
+    assert by_name["ap50"]["departures"] == by_name["ap"]["departures"]
     for entry in entries:
         assert entry["description"] and "\n" not in entry["description"]
-        assert entry["default_version"] == "1" and "1" in entry["versions"]
+        assert entry["default_version"] == "2" and set(entry["versions"]) == {"1", "2"}
+        for departure in entry["departures"]:
+            assert set(departure) == {"id", "versions", "reference", "here", "why", "example", "reference_values",
+                                      "our_values"}
+            assert entry["name"] in departure["our_values"] and "2" in departure["versions"]
+    # version 1 lists its misreadings too, each mended in version 2
+    v1_ids = {d["id"] for e in entries for d in e["versions"]["1"]["departures"]}
+    assert {"v1_cosine_wrong_direction", "v1_not_a_list", "v1_upper_case_answer", "v1_empty_fence",
+            "v1_repair_cap"} <= v1_ids
+    assert "repair_beyond_cut_lists" not in v1_ids
 
 
 def test_a_parameter_too_large_for_a_double_is_a_params_error_not_a_crash():

@@ -73,9 +73,11 @@ def test_unusable_block_falls_back_to_words(block, expected):
     assert result.value == pytest.approx(expected)
 
 
-def test_malformed_json_is_repaired_when_small():
+def test_malformed_json_is_repaired_when_small_in_version_1():
     text = "```json\n[{'bbox_2d': [1, 2, 3, 4], 'label': 'cat'}, {'bbox_2d': [1, 2, 3, 4], 'label': 'cat'},]\n```"
-    assert reward(text) == pytest.approx(-0.5)
+    assert repetition_reward(ParsedCompletion(text), version="1") == pytest.approx(-0.5)
+    # version 2 repairs only box lists cut short (linear time): single quotes are words (a departure)
+    assert repetition(ParsedCompletion(text)).source == "words"
 
 
 def test_malformed_json_longer_than_the_bound_is_not_repaired():
@@ -83,3 +85,31 @@ def test_malformed_json_longer_than_the_bound_is_not_repaired():
     block = "[" + item * (REPAIR_MAX_CHARS // len(item) + 1) + "]"
     result = repetition(ParsedCompletion(f"```json\n{block}\n```"))
     assert result.source == "words"
+
+
+def test_malformed_json_longer_than_the_bound_is_words_in_version_1_only():
+    item = '{"bbox_2d": [1, 2, 3, 4], "label": "cat"}, '
+    cut = "```json\n[" + item * 40 + '{"bbox_2d": [1, 2\n```'  # 1,760 characters, cut off, fence closed
+    assert len(cut) > REPAIR_MAX_CHARS
+    assert repetition(ParsedCompletion(cut), version="1").source == "words"
+    result = repetition(ParsedCompletion(cut))
+    assert (result.source, result.total, result.distinct) == ("json_fence", 40, 1)
+    assert result.value == pytest.approx(-(1 - 1 / 40))
+
+
+def test_a_cut_list_of_4096_tokens_is_read_as_a_list():
+    # the longest completion a recipe allows: about 16 KB of boxes, repeated, cut mid-label
+    boxes = [f'{{"bbox_2d": [{i}, {i}, {i + 50}, {i + 60}], "label": "person"}}' for i in range(5)]
+    text = "```json\n[" + ", ".join(boxes[i % 5] for i in range(340)) + ', {"bbox_2d": [1, 2, 3, 4], "label": "pe\n```'
+    assert len(text) > 16_000
+    result = repetition(ParsedCompletion(text))
+    assert (result.source, result.total, result.distinct) == ("json_fence", 341, 6)  # the cut label "pe" counts too
+
+
+def test_version_2_goes_on_after_an_empty_plain_fence():
+    text = f"``` ``` then [{A}, {A}, {A}]"
+    assert repetition(ParsedCompletion(text), version="1").source == "words"
+    result = repetition(ParsedCompletion(text))
+    assert (result.source, result.value) == ("bare_list", pytest.approx(-2 / 3))
+    # an empty ```json block is "nothing found" in both versions, as in the reference
+    assert repetition(ParsedCompletion(f"```json ``` then [{A}, {A}, {A}]")).source == "words"

@@ -45,7 +45,7 @@ def test_a_bad_ground_truth_spoils_only_its_sample():
     assert scores.errors[0] is None and "bbox_2d has 3 numbers" in scores.errors[1]
     assert scores.error_reasons == [None, "invalid_solution", None]
     assert scores.values["format"][0] == 1.0 and scores.values["weighted_sum"][0] == 1.0
-    assert scores.versions == {name: "1" for name in ALL}
+    assert scores.versions == {name: "2" for name in ALL}
 
 
 def test_missing_completion_tokens_is_a_request_error_listing_samples():
@@ -87,10 +87,10 @@ def test_one_coco_evaluation_per_sample(monkeypatch):
 
 
 def test_a_crashing_reward_marks_its_sample_not_the_batch(monkeypatch):
-    def broken(parsed, truth):
+    def broken(parsed, truth, version):
         if truth.n == 2:
             raise RuntimeError("boom")
-        return real(parsed, truth)
+        return real(parsed, truth, version)
 
     real = detection.evaluate_detection
     monkeypatch.setattr(detection, "evaluate_detection", broken)

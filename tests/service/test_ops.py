@@ -25,6 +25,22 @@ def test_catalogue(client):
     assert SEVEN <= names
     assert body["defaults"]["rewards"] == ["format", "od_length", "ap"]
     assert body["defaults"]["weights"] == {"format": 1.0, "od_length": 1.0, "ap": 0.0}
+    assert body["defaults"]["versions"] == {"format": "2", "od_length": "2", "ap": "2"}
+
+
+def test_catalogue_serves_every_departure_with_its_example(client):
+    from services.reward_api.engine.departures import DEPARTURES
+
+    entries = {entry["name"]: entry for entry in client.get("/v1/rewards").json()["rewards"]}
+    served = {(name, version, d["id"]): d for name, entry in entries.items()
+              for version, spec in entry["versions"].items() for d in spec["departures"]}
+    for departure in DEPARTURES:
+        for name in departure.rewards:
+            for version in departure.versions:
+                row = served[(name, version, departure.id)]
+                assert row["example"] == departure.shown and row["our_values"] == dict(departure.our_values)
+    assert entries["cosine"]["default_version"] == "2" and entries["cosine"]["departures"] == \
+        entries["cosine"]["versions"]["2"]["departures"]
 
 
 def test_probes_are_open(server):

@@ -52,11 +52,11 @@ def test_hand_known_values(client):
     assert got.rewards["repetition"][1] == pytest.approx(-0.5)  # two identical items
     assert got.rewards["repetition"][0] == 0.0
     assert got.rewards["cosine"][0] == pytest.approx(1.0)  # correct at L = 0
-    # wrong (no boxes) at L = 8: just below 0
-    assert got.rewards["cosine"][2] == pytest.approx(-0.5 * (1 - math.cos(math.pi * 8 / 1024)) / 2)
+    # wrong (no boxes) at L = 8: just above -0.5 (version 2, the default: -0.5 at L = 0 rising to 0.0)
+    assert got.rewards["cosine"][2] == pytest.approx(-0.5 + 0.5 * (1 - math.cos(math.pi * 8 / 1024)) / 2)
     assert got.errors == [None] * 4
     assert got.ids == ["exact", 7, None, None]
-    assert set(got.versions) == set(got.rewards)
+    assert got.versions == {name: "2" for name in got.rewards}
     assert got.details is None
     # default weights for an explicit reward list are 1.0 each
     for i in range(4):
@@ -75,6 +75,13 @@ def test_pinned_version(client):
     got = post_score(client, {"samples": [{"completion": completion([CAT]), "solution": solution([CAT])}],
                               "rewards": [{"name": "ap", "version": "1"}]})
     assert got.versions == {"ap": "1"} and got.rewards["ap"] == [pytest.approx(1.0, abs=1e-12)]
+    # the version of cosine a wrong answer is scored by shows: 0.0 at 0 tokens in 1, -0.5 in 2
+    wrong = {"completion": "<think>ok</think><answer>None</answer>", "solution": solution([CAT]),
+             "completion_tokens": 0}
+    got = post_score(client, {"samples": [wrong], "rewards": [{"name": "cosine", "version": "1"}]})
+    assert (got.versions, got.rewards["cosine"]) == ({"cosine": "1"}, [0.0])
+    got = post_score(client, {"samples": [wrong], "rewards": ["cosine"]})
+    assert (got.versions, got.rewards["cosine"]) == ({"cosine": "2"}, [-0.5])
 
 
 def test_unreadable_solution_is_null_and_others_are_scored(client):

@@ -79,7 +79,44 @@ def test_none_answers_multi_image_and_several_files(processor, tmp_path):
     assert row["solution"] == []
 
 
-@pytest.mark.parametrize("bad", ["[1, 2]", "```json\n{\"a\": 1}\n```", "```json\n[{\"bbox_2d\": [1, 2, 3], \"label\": \"x\"}]\n```"])
+BAD_SOLUTIONS = [
+    "[1, 2]",
+    "```json\n{\"a\": 1}\n```",
+    "```json\n[{\"bbox_2d\": [1, 2, 3], \"label\": \"x\"}]\n```",
+    # what the trainer's own reader used to accept and the service refused (issue 10)
+    "```json\n[]\n``` ```json\n[{\"bbox_2d\": [1, 2, 3, 4], \"label\": \"x\"}]\n```",  # two blocks
+    "```json\n[{\"bbox_2d\": [30, 2, 3, 4], \"label\": \"x\"}]\n```",  # inverted
+    "```json\n[{\"bbox_2d\": [NaN, 2, 3, 4], \"label\": \"x\"}]\n```",  # NaN
+    "```json\n[{\"bbox_2d\": [true, 2, 3, 4], \"label\": \"x\"}]\n```",  # a boolean
+]
+GOOD_SOLUTIONS = ["None", "<answer> None </answer>", "```json\n[]\n```",
+                  "<answer>```json\n[{\"bbox_2d\": [1, 2, 3, 4], \"label\": \"x\"}]\n```</answer>"]
+
+
+def test_the_loader_refuses_exactly_what_the_service_refuses():
+    from services.reward_api.engine.scoring import INVALID_SOLUTION, score_batch
+
+    for text in BAD_SOLUTIONS + GOOD_SOLUTIONS:
+        scores = score_batch([{"completion": "x", "solution": text}], ["format"])
+        refused_by_service = scores.error_reasons[0] == INVALID_SOLUTION
+        try:
+            data.read_solution(text)
+            refused_here = False
+        except ValueError as exc:
+            refused_here = True
+            assert str(exc) == scores.errors[0]  # the same reader, the same message
+        assert refused_here == refused_by_service == (text in BAD_SOLUTIONS), text
+
+
+def test_a_box_the_service_would_refuse_once_scaled_is_refused_at_load(processor, tmp_path):
+    Image.new("RGB", (28, 28)).save(tmp_path / "a.png")  # scaled up to 56 x 56: the area grows 4 times
+    record = prompts.vlm_r1_record("a.png", "q", [{"bbox_2d": [0, 0, 90_000, 90_000], "label": "x"}])
+    (tmp_path / "t.jsonl").write_text(json.dumps(record) + "\n")
+    with pytest.raises(data.DataError, match=r"t\.jsonl:1: ground truth the reward service would refuse once scaled"):
+        data.read_vlm_r1(str(tmp_path / "t.jsonl"), str(tmp_path), processor.image_processor)
+
+
+@pytest.mark.parametrize("bad", BAD_SOLUTIONS)
 def test_unreadable_ground_truth_is_refused_with_its_line(processor, tmp_path, bad):
     Image.new("RGB", (90, 90)).save(tmp_path / "a.png")
     record = {"image": "a.png", "conversations": [{"from": "human", "value": "<image>q"}, {"from": "gpt", "value": bad}]}

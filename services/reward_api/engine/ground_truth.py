@@ -29,6 +29,7 @@ from .parsing import (
     iter_blocks,
     last_answer_span,
     normalise_for_weighted_sum,
+    normalise_twice_for_weighted_sum,
 )
 
 __all__ = ["GroundTruth", "SolutionError", "parse_solution", "canonical_text"]
@@ -49,7 +50,10 @@ class GroundTruth:
     ``labels``/``raw_boxes``: the items in order, boxes with their numbers as parsed;
     ``boxes``: the same as a (G, 4) float64 array of xyxy corners (for COCO AP);
     ``ws_normalised``/``ws_items``: the text normalised as weighted_sum step 1 says and the items of
-    its first ```json block (labels lower-cased by that normalisation).
+    its first ```json block (labels lower-cased by that normalisation);
+    ``ws_items_v2``: the same items read from the text normalised twice (weighted_sum version 2),
+    or None with ``ws_v2_problem`` saying why they cannot be (only a label that holds an upper-case
+    answer tag can make the second pass read other boxes; version 1 does not need them).
     """
 
     is_none: bool
@@ -58,6 +62,8 @@ class GroundTruth:
     boxes: np.ndarray
     ws_normalised: str
     ws_items: list
+    ws_items_v2: list | None = None
+    ws_v2_problem: str | None = None
 
     @property
     def n(self) -> int:
@@ -66,6 +72,12 @@ class GroundTruth:
     @property
     def ws_is_none(self) -> bool:
         return self.ws_normalised == "none"
+
+    def weighted_sum_items_v2(self) -> list:
+        """``ws_items_v2``, or SolutionError when the twice-normalised text reads other boxes."""
+        if self.ws_items_v2 is None:
+            raise SolutionError(self.ws_v2_problem or "solution cannot be read for weighted_sum version 2")
+        return self.ws_items_v2
 
 
 def parse_solution(solution: str | list) -> GroundTruth:
@@ -107,6 +119,11 @@ def _read_text(text: str, structured: list | None = None) -> GroundTruth:
         # Only a label that breaks its own text form (holding ``` or an answer tag) gets here.
         raise SolutionError(_NO_TEXT_FORM)
     ws_normalised = normalise_for_weighted_sum(text)
+    ws_items_v2, ws_v2_problem = None, None
+    try:
+        ws_items_v2 = _weighted_sum_items(is_none, normalise_twice_for_weighted_sum(text), raw_boxes)
+    except SolutionError as exc:
+        ws_v2_problem = f"{exc} (normalised twice, as weighted_sum version 2 reads it)"
     return GroundTruth(
         is_none=is_none,
         labels=labels,
@@ -114,6 +131,8 @@ def _read_text(text: str, structured: list | None = None) -> GroundTruth:
         boxes=np.array(raw_boxes, dtype=np.float64).reshape(-1, 4),
         ws_normalised=ws_normalised,
         ws_items=_weighted_sum_items(is_none, ws_normalised, raw_boxes),
+        ws_items_v2=ws_items_v2,
+        ws_v2_problem=ws_v2_problem,
     )
 
 

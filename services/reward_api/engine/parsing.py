@@ -20,9 +20,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, NamedTuple
 
-import json_repair
-
 from .boxes import Box, box_problem
+from .repair import repair_box_list
 
 __all__ = [
     "ANSWER_OPEN",
@@ -42,6 +41,8 @@ __all__ = [
     "first_bare_box_list",
     "join_lines",
     "normalise_for_weighted_sum",
+    "normalise_twice_for_weighted_sum",
+    "non_list_size",
     "load_json",
     "box_list",
     "repetition_box_list",
@@ -213,6 +214,13 @@ def normalise_for_weighted_sum(text: str) -> str:
     return join_lines(text).strip().rstrip(".").lower()
 
 
+def normalise_twice_for_weighted_sum(text: str) -> str:
+    """weighted_sum version 2, step 1: the normalisation applied twice, as the reference does (its
+    accuracy and cosine rewards normalise the completion, then its detection_score normalises again).
+    The second pass sees lower-case text, so ``<ANSWER>...</ANSWER>`` becomes an answer block."""
+    return normalise_for_weighted_sum(normalise_for_weighted_sum(text))
+
+
 # ---------------------------------------------------------------- JSON
 
 
@@ -233,11 +241,26 @@ def load_json(text: str) -> tuple[Any, bool]:
 class BoxList:
     """A text's box list: ``items`` ([] unless the fenced JSON is a list) and why it is empty.
 
-    ``failure`` is None, or "no_json_fence", "invalid_json" or "not_a_list".
+    ``failure`` is None, or "no_json_fence", "invalid_json" or "not_a_list"; ``value`` is the
+    parsed JSON when it is not a list (version 2 counts what it iterates to, :func:`non_list_size`).
     """
 
     items: list
     failure: str | None = None
+    value: Any = None
+
+
+def non_list_size(box_list: BoxList) -> int | None:
+    """Version 2: how many predictions a fenced JSON value that is not a list stands for, or None
+    for a list (or no value). The reference loops over whatever the JSON holds: an object yields
+    its keys, a string its characters, predictions that are not objects and so match nothing (a
+    malformed answer is not "none"); a number, ``true``/``false`` or ``null`` yields nothing (its
+    loop raises and it keeps []). Only the count matters, so nothing is built: a 30 MB string costs
+    no memory."""
+    value = box_list.value
+    if box_list.failure != "not_a_list":
+        return None
+    return len(value) if isinstance(value, (dict, str)) else 0
 
 
 def box_list(text: str, which: str = "last", load: Callable[[str], tuple[Any, bool]] = load_json) -> BoxList:
@@ -251,7 +274,7 @@ def box_list(text: str, which: str = "last", load: Callable[[str], tuple[Any, bo
     if not ok:
         return BoxList([], "invalid_json")
     if not isinstance(value, list):
-        return BoxList([], "not_a_list")
+        return BoxList([], "not_a_list", value)
     return BoxList(value)
 
 
@@ -262,6 +285,8 @@ def _load_or_repair(text: str, load: Callable[[str], tuple[Any, bool]] = load_js
         return value
     if len(text) > REPAIR_MAX_CHARS:
         return None
+    import json_repair  # here, not at the top: the trainer reads ground truth with this module, without it
+
     try:
         return json_repair.loads(text)
     except Exception:  # a third-party repairer on hostile text (RecursionError included): "unparsable"
@@ -283,6 +308,31 @@ def repetition_box_list(text: str, load: Callable[[str], tuple[Any, bool]] = loa
     if block is None:
         return None, None
     value = _load_or_repair(block.strip(), load)
+    return source, (value if isinstance(value, list) and value else None)
+
+
+def repetition_box_list_v2(text: str, load: Callable[[str], tuple[Any, bool]] = load_json) -> tuple[str | None, list | None]:
+    """repetition version 2, step 2: as :func:`repetition_box_list`, except that
+
+    * a plain ```` ``` ``` ```` fence that is empty once stripped goes on to the bare-list pattern,
+      as the reference does (an empty ```` ```json ```` block does not: it is "nothing found");
+    * JSON that does not parse is repaired by :func:`repair.repair_box_list` (linear, any length)
+      instead of json_repair up to 1,024 characters.
+    """
+    block = first_block(text, JSON_FENCE_OPEN, FENCE)
+    source = "json_fence"
+    if block is None:
+        block, source = first_block(text, FENCE, FENCE), "fence"
+        if block is not None and not block.strip():
+            block = None
+    if block is None:
+        block, source = first_bare_box_list(text), "bare_list"
+    if block is None:
+        return None, None
+    block = block.strip()
+    value, ok = load(block)
+    if not ok:
+        value = repair_box_list(block)
     return source, (value if isinstance(value, list) and value else None)
 
 
@@ -377,6 +427,11 @@ class ParsedCompletion:
         return read_predictions(self.answer_items)
 
     @cached_property
+    def answer_non_list_size(self) -> int | None:
+        """Version 2: the predictions the answer's fenced value stands for when it is not a list."""
+        return non_list_size(self.answer_box_list)
+
+    @cached_property
     def format_ok(self) -> bool:
         return format_matches(self.text)
 
@@ -395,6 +450,24 @@ class ParsedCompletion:
         return self.ws_box_list.items
 
     @cached_property
+    def ws_normalised_v2(self) -> str:
+        """The completion normalised twice (weighted_sum version 2)."""
+        return normalise_twice_for_weighted_sum(self.text)
+
+    @cached_property
+    def ws_box_list_v2(self) -> BoxList:
+        """Version 2: the first ```json block of the twice-normalised text."""
+        return box_list(self.ws_normalised_v2, "first", self._load_json)
+
+    @property
+    def ws_items_v2(self) -> list:
+        return self.ws_box_list_v2.items
+
+    @property
+    def ws_non_list_size_v2(self) -> int | None:
+        return non_list_size(self.ws_box_list_v2)
+
+    @cached_property
     def _repetition(self) -> tuple[str | None, list | None]:
         return repetition_box_list(self.text, self._load_json)
 
@@ -406,6 +479,11 @@ class ParsedCompletion:
     def repetition_items(self) -> list | None:
         """The non-empty list repetition step 2 finds, or None (then words are used)."""
         return self._repetition[1]
+
+    @cached_property
+    def repetition_v2(self) -> tuple[str | None, list | None]:
+        """Version 2's ``(source, items)`` (:func:`repetition_box_list_v2`)."""
+        return repetition_box_list_v2(self.text, self._load_json)
 
     @cached_property
     def words(self) -> list[str]:

@@ -4,7 +4,8 @@ Each reward name maps to its versions and each version to one :class:`RewardSpec
 that computes it, its parameters, its documented departures). A change to a reward's arithmetic is
 a new version beside the old one, e.g. ``"weighted_sum": {"1": ..., "2": ...}``; a request that
 pins ``{"name": "weighted_sum", "version": "1"}`` keeps getting version 1, and ``DEFAULT_VERSION``
-says which version an unpinned name gets.
+says which version an unpinned name gets ("2" for every reward). Every version's departures from
+the published reference, each with an example and both values, live in :mod:`.departures`.
 
 Errors are exceptions whose message starts with the request field at fault
 (``rewards[2]``, ``rewards[0].version``, ``params.weighted_sum.alpha``); the HTTP layer maps them to 422.
@@ -19,6 +20,7 @@ from shared.contract import REWARD_ALIASES
 
 from .boxes import is_finite_number
 
+from .departures import Departure, departures_of
 from .rewards import RewardInput, cosine, detection, repetition, weighted_sum
 from .rewards import format as format_reward
 
@@ -83,15 +85,6 @@ class ParamSpec:
 
 
 @dataclass(frozen=True)
-class Departure:
-    """Where this version deliberately differs from the published reference implementation."""
-
-    reference: str
-    here: str
-    why: str
-
-
-@dataclass(frozen=True)
 class RewardSpec:
     name: str
     version: str
@@ -117,7 +110,7 @@ class RewardSpec:
             },
             "uses_params_of": list(self.uses_params_of),
             "needs_completion_tokens": self.needs_completion_tokens,
-            "departures": [{"reference": d.reference, "here": d.here, "why": d.why} for d in self.departures],
+            "departures": [d.describe() for d in self.departures],
         }
 
 
@@ -138,19 +131,7 @@ class ResolvedReward:
         return self.spec.compute(inp)
 
 
-# ---------------------------------------------------------------- the catalogue, version 1
-
-_NAN_BOXES = Departure(
-    "predicted boxes of [NaN, NaN, NaN, NaN] with right labels score AP 1.0 (pycocotools matches NaN overlaps)",
-    "non-finite boxes are invalid: false positives",
-    "a policy can learn the hack",
-)
-_INVERTED_BOXES = Departure(
-    "inverted / negative-area predicted boxes are ignored by pycocotools (free extra boxes)",
-    "invalid: false positives",
-    "a policy can learn the hack",
-)
-_DETECTION_DEPARTURES = (_NAN_BOXES, _INVERTED_BOXES)
+# ---------------------------------------------------------------- the catalogue: versions 1 and 2
 
 
 def _non_negative(value: float) -> bool:
@@ -179,80 +160,55 @@ _COSINE_PARAMS = (
               "in [0, 1]", lambda v: 0 <= v <= 1),
 )
 
-_V1 = (
-    RewardSpec(
-        "format", "1",
-        "1.0 if the completion is exactly <think>...</think>, white space, <answer>...</answer>; else 0.0",
-        format_reward.score,
-    ),
-    RewardSpec(
-        "ap", "1",
-        "single-image COCO mAP@[.5:.95] of the answer's boxes against the ground truth (pycocotools stats[0])",
-        detection.score_ap, departures=_DETECTION_DEPARTURES,
-    ),
-    RewardSpec(
-        "ap50", "1",
-        "single-image COCO AP at IoU 0.5 of the answer's boxes against the ground truth (pycocotools stats[1])",
-        detection.score_ap50, departures=_DETECTION_DEPARTURES,
-    ),
-    RewardSpec(
-        "od_length", "1",
-        "ap x min(1, n_gt / n_pred): AP that stops paying for more boxes than the ground truth has",
-        detection.score_od_length, departures=_DETECTION_DEPARTURES,
-    ),
-    RewardSpec(
-        "weighted_sum", "1",
-        "greedy IoU matching of boxes: weighted position, label and completeness scores, in [0, 1]",
-        weighted_sum.score, params=_WEIGHTED_SUM_PARAMS, check_params=_weights_positive,
-        departures=(Departure(
-            "crashes (or reuses the previous label) when a prediction has no label",
-            'a missing label reads as ""',
-            "a crash in a reward stops training",
-        ),),
-    ),
-    RewardSpec(
-        "repetition", "1",
-        "penalty in [-1, 0] for repeated boxes in the box list, else for repeated word 6-grams",
-        repetition.score,
-        departures=(
-            Departure(
-                "crashes when a list item is not an object",
-                "such items are skipped",
-                "a crash in a reward stops training",
-            ),
-            Departure(
-                "repairs malformed JSON of any length with json_repair",
-                "repairs only blocks of at most 1024 characters; a longer malformed block is unparsable "
-                "(the word 6-gram rule applies)",
-                "json_repair is quadratic on hostile text (100 KB took 106 s): one sample could stall training",
-            ),
+_DESCRIPTIONS = {
+    "format": "1.0 if the completion is exactly <think>...</think>, white space, <answer>...</answer>; else 0.0",
+    "ap": "single-image COCO mAP@[.5:.95] of the answer's boxes against the ground truth (pycocotools stats[0])",
+    "ap50": "single-image COCO AP at IoU 0.5 of the answer's boxes against the ground truth (pycocotools stats[1])",
+    "od_length": "ap x min(1, n_gt / n_pred): AP that stops paying for more boxes than the ground truth has",
+    "weighted_sum": "greedy IoU matching of boxes: weighted position, label and completeness scores, in [0, 1]",
+    "repetition": "penalty in [-1, 0] for repeated boxes in the box list, else for repeated word 6-grams",
+}
+_COSINE_V1 = ("length-aware correctness: weighted_sum >= threshold scores 1.0 down to 0.5, else 0.0 down to -0.5, "
+              "along a cosine of completion_tokens")
+_COSINE_V2 = ("length-aware correctness: weighted_sum >= threshold scores 1.0 down to 0.5, else -0.5 up to 0.0, "
+              "along a cosine of completion_tokens (a wrong answer is penalised less the longer it explores)")
+
+
+def _specs(version: str, functions: Mapping[str, Callable[[RewardInput], float]], cosine_description: str):
+    departures = departures_of(version)
+    plain = {name: RewardSpec(name, version, _DESCRIPTIONS[name], functions[name], departures=departures[name])
+             for name in ("format", "ap", "ap50", "od_length", "repetition")}
+    return (
+        plain["format"], plain["ap"], plain["ap50"], plain["od_length"],
+        RewardSpec(
+            "weighted_sum", version, _DESCRIPTIONS["weighted_sum"], functions["weighted_sum"],
+            params=_WEIGHTED_SUM_PARAMS, check_params=_weights_positive, departures=departures["weighted_sum"],
         ),
-    ),
-    RewardSpec(
-        "cosine", "1",
-        "length-aware correctness: weighted_sum >= threshold scores 1.0 down to 0.5, else 0.0 down to -0.5, "
-        "along a cosine of completion_tokens",
-        cosine.score, params=_COSINE_PARAMS, needs_completion_tokens=True, uses_params_of=("weighted_sum",),
-        departures=(
-            Departure(
-                "overwrites the accuracy with 1.0, so every answer is treated as correct",
-                "uses the real weighted_sum",
-                "the published intent",
-            ),
-            Departure(
-                "keeps oscillating past L_max",
-                "L clamped to L_max",
-                "a longer answer must never score higher",
-            ),
+        plain["repetition"],
+        RewardSpec(
+            "cosine", version, cosine_description, functions["cosine"], params=_COSINE_PARAMS,
+            needs_completion_tokens=True, uses_params_of=("weighted_sum",), departures=departures["cosine"],
         ),
-    ),
-)
+    )
+
+
+_V1 = _specs("1", {
+    "format": format_reward.score, "ap": detection.score_ap, "ap50": detection.score_ap50,
+    "od_length": detection.score_od_length, "weighted_sum": weighted_sum.score, "repetition": repetition.score,
+    "cosine": cosine.score,
+}, _COSINE_V1)
+_V2 = _specs("2", {
+    "format": format_reward.score, "ap": detection.score_ap_v2, "ap50": detection.score_ap50_v2,
+    "od_length": detection.score_od_length_v2, "weighted_sum": weighted_sum.score_v2,
+    "repetition": repetition.score_v2, "cosine": cosine.score_v2,
+}, _COSINE_V2)
 
 REWARDS: dict[str, dict[str, RewardSpec]] = {}
-for _spec in _V1:
+for _spec in _V1 + _V2:
     REWARDS.setdefault(_spec.name, {})[_spec.version] = _spec
 
-DEFAULT_VERSION: dict[str, str] = {name: "1" for name in REWARDS}
+# Version 2 (issue 10) follows the reference where version 1 misread it; "1" stays served, unchanged.
+DEFAULT_VERSION: dict[str, str] = {name: "2" for name in REWARDS}
 ALIASES = REWARD_ALIASES  # fixed by the HTTP contract, which the client reads too
 
 

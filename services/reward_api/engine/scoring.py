@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from .ground_truth import GroundTruth, SolutionError, canonical_text, parse_solution
-from .parsing import ParsedCompletion
+from .parsing import ParsedCompletion, Prediction
 from .registry import RegistryError, ResolvedReward, resolve_rewards, validate_params
 from .rewards import RewardInput
 from .rewards import detection, repetition, weighted_sum
@@ -221,6 +221,8 @@ def _score_sample(parsed, truth, sample, resolved, params):
     for r in resolved:
         try:
             scored[r.name] = float(r.compute(inp))
+        except SolutionError as exc:  # a ground truth only one version cannot read (weighted_sum 2)
+            return {}, str(exc), INVALID_SOLUTION, None
         except Exception as exc:  # a bug in one reward must not take the whole batch down
             return {}, f"{r.name} failed: {type(exc).__name__}: {exc}", REWARD_ERROR, inp
     return scored, None, None, inp
@@ -232,6 +234,9 @@ def _score_sample(parsed, truth, sample, resolved, params):
 def _details(parsed: ParsedCompletion, failures: tuple[str, ...], inp: RewardInput | None, resolved, error,
              reason) -> dict[str, Any]:
     names = {r.name for r in resolved}
+    version = {r.name: r.version for r in resolved}  # explain what was computed, in its version
+    detection_version = next((version[n] for n in ("ap", "ap50", "od_length") if n in version), "2")
+    ws_version = version.get("weighted_sum", version.get("cosine", "2"))
     out: dict[str, Any] = {"completion": _completion_details(parsed, failures)}
     if error is not None:
         out["error"] = {"message": error, "reason": reason}
@@ -241,16 +246,16 @@ def _details(parsed: ParsedCompletion, failures: tuple[str, ...], inp: RewardInp
     if reason == REWARD_ERROR:
         return out  # the failing reward would only fail again
     if names & {"ap", "ap50", "od_length"}:
-        result = detection.shared_result(inp)
+        result = detection.shared_result(inp, detection_version)
         out["detection"] = result.details()
-        out["completion"]["items"] = _item_details(parsed, result.item_status)
+        out["completion"]["items"] = _item_details(parsed.answer_predictions, result.item_status)
     if names & {"weighted_sum", "cosine"}:
-        out["weighted_sum"] = weighted_sum.shared_result(inp).details()
+        out["weighted_sum"] = weighted_sum.shared_result(inp, ws_version).details()
     if "repetition" in names:
-        out["repetition"] = repetition.shared_result(inp).details()
+        out["repetition"] = repetition.shared_result(inp, version["repetition"]).details()
     if "cosine" in names:
         out["cosine"] = {
-            "acc": weighted_sum.shared_result(inp).value,
+            "acc": weighted_sum.shared_result(inp, version["cosine"]).value,
             "correct_threshold": inp.params_of("cosine").get("correct_threshold"),
             "completion_tokens": inp.completion_tokens,
             "max_length": inp.params_of("cosine").get("max_length"),
@@ -270,9 +275,9 @@ def _completion_details(parsed: ParsedCompletion, failures: tuple[str, ...]) -> 
     }
 
 
-def _item_details(parsed: ParsedCompletion, statuses: tuple[str, ...]) -> list[dict[str, Any]]:
+def _item_details(predictions: tuple[Prediction, ...], statuses: tuple[str, ...]) -> list[dict[str, Any]]:
     items = []
-    for index, (prediction, status) in enumerate(zip(parsed.answer_predictions, statuses)):
+    for index, (prediction, status) in enumerate(zip(predictions, statuses)):
         entry: dict[str, Any] = {"index": index, "label": prediction.label, "status": status}
         if prediction.box is not None:
             entry["bbox_2d"] = [float(v) for v in prediction.box]

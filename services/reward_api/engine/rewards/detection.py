@@ -13,9 +13,16 @@ reward-spec "ap and ap50" and "od_length", in order:
 
 ``od_length = ap * min(1, n_gt / n_pred)``, with ``n_pred`` every item of the answer's box list.
 
-Departures from the reference: pycocotools matched ``[NaN, NaN, NaN, NaN]`` boxes (AP 1.0 for a
-box list of NaNs with the right labels) and ignored inverted boxes (free extra guesses); here both
-are invalid boxes, so false positives.
+Version 2 (the default) differs in one rule, where version 1 misread the reference: a fenced JSON
+answer that is not a list is looped over as the reference loops over it (an object gives its keys,
+a string its characters: non-empty, unmatched predictions), so ``{"bbox_2d": ..., "label": "cat"}``
+against ``None`` scores 0.0, not the 1.0 of a correct "none" (``parsing.non_list_size``).
+
+Departures from the reference (both versions; the registry lists them with examples): pycocotools
+matched ``[NaN, NaN, NaN, NaN]`` boxes and ignored inverted boxes; the reference skipped a
+prediction whose box raises (missing, 3 numbers, strings, null), scored a 5-number box on its first
+four numbers and read ``true``/``false`` as 1/0, and raised on a 10**400 coordinate. Here every such
+box is invalid: a false positive.
 """
 
 from __future__ import annotations
@@ -29,7 +36,17 @@ from ..ground_truth import GroundTruth
 from ..parsing import ParsedCompletion
 from . import RewardInput
 
-__all__ = ["DetectionResult", "evaluate_detection", "shared_result", "score_ap", "score_ap50", "score_od_length"]
+__all__ = [
+    "DetectionResult",
+    "evaluate_detection",
+    "shared_result",
+    "score_ap",
+    "score_ap50",
+    "score_od_length",
+    "score_ap_v2",
+    "score_ap50_v2",
+    "score_od_length_v2",
+]
 
 # What happened to each predicted item (explain=True), besides "kept".
 NOT_AN_OBJECT, NO_LABEL, UNKNOWN_LABEL, INVALID_BOX = "not_an_object", "no_label", "unknown_label", "invalid_box"
@@ -85,11 +102,29 @@ def item_statuses(parsed: ParsedCompletion, categories: dict[str, int]) -> tuple
     return tuple(statuses)
 
 
-def evaluate_detection(parsed: ParsedCompletion, truth: GroundTruth) -> DetectionResult:
-    """ap, ap50 and od_length of one sample, with a single COCO evaluation."""
+def evaluate_detection(parsed: ParsedCompletion, truth: GroundTruth, version: str = "2") -> DetectionResult:
+    """ap, ap50 and od_length of one sample at ``version`` ("1" or "2"), with a single COCO evaluation.
+
+    >>> from services.reward_api.engine.parsing import ParsedCompletion
+    >>> from services.reward_api.engine.ground_truth import parse_solution
+    >>> cat = '```json\\n[{"bbox_2d": [10, 10, 110, 110], "label": "cat"}]\\n```'
+    >>> result = evaluate_detection(ParsedCompletion(f"<answer>{cat}</answer>"), parse_solution(cat))
+    >>> round(result.ap, 12), round(result.ap50, 12), round(result.od_length, 12)
+    (1.0, 1.0, 1.0)
+    >>> shifted = cat.replace("[10, 10, 110, 110]", "[20, 20, 120, 120]")
+    >>> round(evaluate_detection(ParsedCompletion(f"<answer>{shifted}</answer>"), parse_solution(cat)).ap, 12)
+    0.4
+    >>> obj = '<answer>```json\\n{"bbox_2d": [10, 10, 110, 110], "label": "cat"}\\n```</answer>'
+    >>> evaluate_detection(ParsedCompletion(obj), parse_solution("None")).ap  # version 2
+    0.0
+    >>> evaluate_detection(ParsedCompletion(obj), parse_solution("None"), version="1").ap
+    1.0
+    """
     n_gt = truth.n
     if parsed.answer is None:
         return _constant(0.0, "no_answer", 0, n_gt)
+    if version != "1" and parsed.answer_non_list_size is not None:
+        return _not_a_list(parsed.answer_non_list_size, n_gt)
     predictions = parsed.answer_predictions
     n_pred = len(predictions)
     if truth.is_none and parsed.answer == "None":
@@ -113,18 +148,40 @@ def evaluate_detection(parsed: ParsedCompletion, truth: GroundTruth) -> Detectio
     return DetectionResult(ap, ap50, ap * min(1.0, n_gt / n_pred), "coco", n_pred, n_gt, statuses)
 
 
-def shared_result(inp: RewardInput) -> DetectionResult:
+def _not_a_list(n_pred: int, n_gt: int) -> DetectionResult:
+    """Version 2, an answer whose fenced JSON is not a list: ``n_pred`` predictions that are not
+    objects (an object's keys, a string's characters), which no category keeps."""
+    if n_pred == 0 and n_gt == 0:
+        return _constant(1.0, "both_empty", 0, 0)
+    if n_pred == 0 or n_gt == 0:
+        return _constant(0.0, "one_empty", n_pred, n_gt)
+    return _constant(0.0, "no_known_label", n_pred, n_gt)
+
+
+def shared_result(inp: RewardInput, version: str = "2") -> DetectionResult:
     """The sample's detection evaluation, computed once for ap, ap50 and od_length together."""
-    return inp.shared("detection", lambda i: evaluate_detection(i.parsed, i.truth))
+    return inp.shared(f"detection@{version}", lambda i: evaluate_detection(i.parsed, i.truth, version))
 
 
 def score_ap(inp: RewardInput) -> float:
-    return shared_result(inp).ap
+    return shared_result(inp, "1").ap
 
 
 def score_ap50(inp: RewardInput) -> float:
-    return shared_result(inp).ap50
+    return shared_result(inp, "1").ap50
 
 
 def score_od_length(inp: RewardInput) -> float:
-    return shared_result(inp).od_length
+    return shared_result(inp, "1").od_length
+
+
+def score_ap_v2(inp: RewardInput) -> float:
+    return shared_result(inp, "2").ap
+
+
+def score_ap50_v2(inp: RewardInput) -> float:
+    return shared_result(inp, "2").ap50
+
+
+def score_od_length_v2(inp: RewardInput) -> float:
+    return shared_result(inp, "2").od_length

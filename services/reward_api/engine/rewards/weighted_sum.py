@@ -16,6 +16,14 @@
 Departure from the reference: a prediction without a label crashed it (or reused the previous
 item's label); here the label is "".
 
+Version 2 (the default) reads the boxes as the reference does where version 1 misread it: from the
+texts normalised twice (``parsing.normalise_twice_for_weighted_sum``: the reference normalises,
+then normalises again, so ``<ANSWER>...</ANSWER>`` becomes an answer block; the ``none`` test of
+step 2 still uses one pass, as there), and a fenced JSON value that is not a list is looped over
+(``parsing.non_list_size``: an object gives its keys, a string its characters, all unmatched).
+Kept as departures: a box is 4 finite numbers (a 5-number box or ``true``/``false`` coordinates
+overlap nothing here; the reference used the first four numbers, and ``true`` as 1).
+
 A completion's few boxes (up to ``_PYTHON_PAIRS`` pairs) are matched with :func:`iou`'s own
 Python arithmetic, inlined (:func:`_python_candidates`): the reference's values by construction.
 More boxes go through :func:`iou_matrix` (NumPy). :func:`weighted_sum` hands both functions
@@ -48,6 +56,7 @@ __all__ = [
     "weighted_sum",
     "shared_result",
     "score",
+    "score_v2",
 ]
 
 DEFAULTS = {"alpha": 0.7, "beta": 0.0, "gamma": 0.3, "iou_threshold": 0.5}
@@ -249,11 +258,31 @@ def weighted_sum(
     beta: float = DEFAULTS["beta"],
     gamma: float = DEFAULTS["gamma"],
     iou_threshold: float = DEFAULTS["iou_threshold"],
+    version: str = "2",
 ) -> WeightedSumResult:
-    """weighted_sum of one sample, with the matches that produced it."""
+    """weighted_sum of one sample at ``version`` ("1" or "2"), with the matches that produced it.
+
+    >>> from services.reward_api.engine.parsing import ParsedCompletion
+    >>> from services.reward_api.engine.ground_truth import parse_solution
+    >>> truth = parse_solution([{"bbox_2d": [10, 10, 110, 110], "label": "cat"}])
+    >>> def answer(box): return '<answer>```json\\n[{"bbox_2d": %s, "label": "cat"}]\\n```</answer>' % box
+    >>> weighted_sum(ParsedCompletion(answer("[10, 10, 110, 110]")), truth).value
+    1.0
+    >>> round(weighted_sum(ParsedCompletion(answer("[20, 20, 120, 120]")), truth).value, 6)
+    0.776471
+    >>> guess = answer("[300, 300, 400, 400]").replace("<answer>", "<think>").replace("</answer>", "</think>")
+    >>> upper = guess + answer("[10, 10, 110, 110]").replace("answer>", "ANSWER>")  # read on the second pass
+    >>> weighted_sum(ParsedCompletion(upper), truth).value, weighted_sum(ParsedCompletion(upper), truth, version="1").value
+    (1.0, 0.0)
+    """
     if truth.ws_is_none:
         return WeightedSumResult(1.0 if parsed.ws_normalised == "none" else 0.0, "none")
-    preds, gts = parsed.ws_items, truth.ws_items
+    if version == "1":
+        preds, gts = parsed.ws_items, truth.ws_items
+    else:
+        preds, gts = parsed.ws_items_v2, truth.weighted_sum_items_v2()
+        if parsed.ws_non_list_size_v2 is not None:
+            return _not_a_list(parsed.ws_non_list_size_v2, len(gts), alpha, beta, gamma)
     if not gts:
         return WeightedSumResult(0.0 if preds else 1.0, "no_gt_boxes", len(preds), 0)
     if not preds:
@@ -277,11 +306,26 @@ def weighted_sum(
     return WeightedSumResult(value, "matched", n_pred, n_gt, matches, parts)
 
 
-def shared_result(inp: RewardInput) -> WeightedSumResult:
+def _not_a_list(n_pred: int, n_gt: int, alpha: float, beta: float, gamma: float) -> WeightedSumResult:
+    """Version 2, a fenced JSON value that is not a list: ``n_pred`` predictions that match nothing."""
+    if not n_gt:
+        return WeightedSumResult(0.0 if n_pred else 1.0, "no_gt_boxes", n_pred, 0)
+    if not n_pred:
+        return WeightedSumResult(0.0, "no_predictions", 0, n_gt)
+    parts = {"position": 0.0, "label": 0.0, "miss": 1.0, "false_alarm": 1.0, "completeness": 0.0}
+    value = (alpha * 0.0 + beta * 0.0 + gamma * 0.0) / (alpha + beta + gamma)
+    return WeightedSumResult(value, "matched", n_pred, n_gt, (), parts)
+
+
+def shared_result(inp: RewardInput, version: str = "2") -> WeightedSumResult:
     """The sample's weighted_sum with the request's parameters, computed once (cosine reuses it)."""
     params = {**DEFAULTS, **inp.params_of("weighted_sum")}
-    return inp.shared("weighted_sum", lambda i: weighted_sum(i.parsed, i.truth, **params))
+    return inp.shared(f"weighted_sum@{version}", lambda i: weighted_sum(i.parsed, i.truth, **params, version=version))
 
 
 def score(inp: RewardInput) -> float:
-    return shared_result(inp).value
+    return shared_result(inp, "1").value
+
+
+def score_v2(inp: RewardInput) -> float:
+    return shared_result(inp, "2").value
