@@ -15,15 +15,13 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from shared.contract import OpenRLHFRequest, OpenRLHFResponse, Sample, ScoreRequest
+from shared.contract import OpenRLHFRequest, OpenRLHFResponse, Sample, ScoreRequest, trim_end_tokens
 
 from .. import metrics
 from ..engine import registry
 from ..engine.scoring import MAX_LISTED, listed, score_batch
 from ..settings import Settings
 
-# Trailing end-of-text tokens a trainer may leave on an OpenRLHF query (Qwen, Llama 2/3, Phi).
-END_TOKENS = ("<|endoftext|>", "<|im_end|>", "</s>", "<|eot_id|>", "<|end|>")
 
 
 class RequestError(Exception):
@@ -283,21 +281,6 @@ def expanded_prompt_end(query: str, prompt: str) -> int | None:
             while query.startswith(piece, at):
                 at += len(piece)
     return at
-
-
-def trim_end_tokens(text: str) -> str:
-    """Drop trailing end-of-text tokens (and the white space between them). White space the model
-    wrote before the first of them stays: it is part of what the format reward judges. Linear:
-    an index walks back, nothing is copied per token."""
-    end = len(text)
-    while True:
-        stripped = end
-        while stripped and text[stripped - 1].isspace():
-            stripped -= 1
-        token = next((t for t in END_TOKENS if text.endswith(t, 0, stripped)), None)
-        if token is None:
-            return text[:end]
-        end = stripped - len(token)
 
 
 def prepare_openrlhf(body: bytes, settings: Settings, defaults: Plan) -> Job:
