@@ -265,7 +265,7 @@ def test_size_columns_rescale_the_ground_truth_and_warn_when_only_the_input_size
                  "input_size": [[100, 120]]}
     [ap] = call_all(make_reward_functions(AsyncRewardClient(faulty.url, **FAST), ["ap"]), arguments)
     assert ap == [pytest.approx(1.0)]
-    only_input = {**arguments, "original_size": [None]}
-    with pytest.warns(UserWarning, match="outside the 100x120 image the model saw"):
+    only_input = {**arguments, "original_size": [None], "input_size": [[60, 70]]}
+    with pytest.warns(UserWarning, match="outside the 60x70 image the model saw"):
         [ap] = call_all(make_reward_functions(AsyncRewardClient(faulty.url, **FAST), ["ap"]), only_input)
     assert ap[0] < 1.0
