@@ -1,0 +1,66 @@
+"""Admission: a slot is taken only once the body is in, a body must arrive within its deadline,
+and requests beyond the queued-samples budget wait for room instead of being refused."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+
+import httpx
+import pytest
+
+from services.reward_api.local import LocalService
+
+from .test_score import CAT, completion, solution
+
+
+@pytest.fixture(scope="module")
+def tight():
+    env = {"REWARD_API_BODY_READ_SECONDS": "2", "REWARD_API_MAX_QUEUED_SAMPLES": "20",
+           "REWARD_API_QUEUE_WAIT_SECONDS": "30", "REWARD_API_LOG_LEVEL": "warning"}
+    with LocalService.start(workers=1, env=env) as running:
+        yield running
+
+
+def stalled_upload(server: LocalService) -> socket.socket:
+    """Headers of a 100 KB body, then one byte of it, then nothing."""
+    conn = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    conn.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 100000\r\n\r\n{")
+    return conn
+
+
+def one_sample() -> dict:
+    return {"samples": [{"completion": completion([CAT]), "solution": solution([CAT])}], "rewards": ["format", "ap"]}
+
+
+def test_stalled_uploads_block_no_one_and_are_cut_off(tight):
+    stalled = [stalled_upload(tight) for _ in range(24)]  # 3x the old 8-slot limit
+    try:
+        time.sleep(0.3)
+        start = time.perf_counter()
+        answer = httpx.post(tight.url + "/v1/score", json=one_sample(), timeout=10)
+        assert answer.status_code == 200 and time.perf_counter() - start < 2.0, answer.text
+        replies = [conn.recv(4096).decode(errors="replace") for conn in stalled]  # after the 2 s deadline
+    finally:
+        for conn in stalled:
+            conn.close()
+    assert all(r.startswith("HTTP/1.1 408") and "REWARD_API_BODY_READ_SECONDS" in r for r in replies), replies[0]
+    assert "POST /v1/score answered 408" in tight.log()
+
+
+def test_requests_beyond_the_samples_budget_wait_instead_of_503(tight):
+    body = json.dumps({"samples": [{"completion": completion([CAT]) * 30, "solution": solution([CAT])}] * 10,
+                       "rewards": ["format", "ap", "od_length", "repetition"]})
+
+    async def burst():
+        async with httpx.AsyncClient(base_url=tight.url, timeout=60) as client:
+            posts = [client.post("/v1/score", content=body, headers={"content-type": "application/json"})
+                     for _ in range(40)]  # 400 samples against a budget of 20
+            return await asyncio.gather(*posts)
+
+    answers = asyncio.run(burst())
+    assert [a.status_code for a in answers] == [200] * 40
+    assert all(len(a.json()["total"]) == 10 for a in answers)
