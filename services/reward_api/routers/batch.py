@@ -8,6 +8,7 @@ engine's; this module only checks requests against the registry and assembles th
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -79,10 +80,19 @@ def field_path(loc: tuple) -> str:
 
 
 def resolve(refs: list) -> tuple:
+    """The rewards asked for, resolved. Remembered by their names and versions: a trainer asks for
+    the same set on every request, and one-sample requests must not pay for it each time."""
+    key = tuple(r if isinstance(r, str) else (r.name, r.version) for r in refs)
     try:
-        return tuple(registry.resolve_rewards(refs))
+        return _resolve_key(key)
     except registry.RegistryError as exc:  # unknown reward or version, duplicate; names rewards[i]
         raise RequestError(str(exc)) from None
+
+
+@functools.lru_cache(maxsize=256)
+def _resolve_key(key: tuple) -> tuple:
+    refs = [r if isinstance(r, str) else {"name": r[0], "version": r[1]} for r in key]
+    return tuple(registry.resolve_rewards(refs))
 
 
 def resolve_weights(rewards: tuple, given: dict[str, float] | None, base: dict[str, float]) -> dict[str, float]:

@@ -34,11 +34,11 @@ class JSONBytes(Response):
         return content if isinstance(content, bytes) else orjson.dumps(content)
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def require_token(request: Request) -> None:
+async def require_token(request: Request) -> None:
     """401 unless the request carries ``Authorization: Bearer <REWARD_API_TOKEN>`` (when one is set)."""
     token = request.app.state.settings.token
     if token is None:
@@ -173,7 +173,7 @@ class BatchRunner:
                 future.set_result(result)
 
 
-def get_runner(request: Request) -> BatchRunner:
+async def get_runner(request: Request) -> BatchRunner:
     return request.app.state.runner
 
 
