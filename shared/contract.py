@@ -105,7 +105,7 @@ def trim_end_tokens(text: str) -> str:
 
 
 class OpenRLHFRequest(_Strict):
-    """OpenRLHF's remote reward model request (``--remote_rm_url``)."""
+    """OpenRLHF's remote reward model request (``--reward.remote_url``; ``--remote_rm_url`` before 0.10)."""
 
     query: list[StrictStr]
     prompts: list[StrictStr]
