@@ -146,9 +146,9 @@ class BatchRunner:
         async with self._turn:
             return await asyncio.to_thread(fn, *args)
 
-    async def coalesced(self, fn: Callable[[list], list], item: Any) -> Any:
-        """``fn(items)[i]`` for this ``item``, where ``items`` are all the items given for ``fn`` while
-        the thread was busy. A result that is an exception is raised here, to this item's caller only."""
+    def submit(self, fn: Callable[[list], list], item: Any) -> asyncio.Future:
+        """The future of ``fn(items)[i]`` for this ``item``, where ``items`` are all the items given
+        for ``fn`` while the thread was busy (one unit of work: coalesced)."""
         future = asyncio.get_running_loop().create_future()
         queue = self._queues.setdefault(fn, [])
         queue.append((item, future))
@@ -156,10 +156,7 @@ class BatchRunner:
             task = asyncio.ensure_future(self._flush(fn))
             self._flushes.add(task)
             task.add_done_callback(self._flushes.discard)
-        result = await asyncio.shield(future)  # a caller gone away must not cancel the others' unit
-        if isinstance(result, BaseException):
-            raise result
-        return result
+        return future
 
     async def _flush(self, fn: Callable[[list], list]) -> None:
         async with self._turn:
@@ -220,5 +217,12 @@ async def score_on_body(request: Request, runner: BatchRunner, prepare: Callable
             job = await runner.run(prepare, body)
         else:
             job = prepare(body)
-        async with runner.samples.hold(len(job.samples)):
-            return JSONBytes(await runner.coalesced(score, job))
+        taken = await runner.samples.take(len(job.samples))
+        scored = runner.submit(score, job)
+        # Given back when the unit is done, not when this caller is: samples of a caller that went
+        # away are still queued or being scored.
+        scored.add_done_callback(lambda _: runner.samples.give(taken))
+        result = await asyncio.shield(scored)
+        if isinstance(result, BaseException):  # this request's 4xx (or an unexpected error: a 500)
+            raise result
+        return JSONBytes(result)
