@@ -101,7 +101,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
         # Only reached for query/path parameters: bodies are validated in routers/batch.py.
-        return JSONBytes({"detail": exc.errors()}, status_code=422)
+        return refusal(request, 422, exc.errors())
 
     @app.exception_handler(Overloaded)
     async def _overloaded(request: Request, exc: Overloaded) -> Response:
