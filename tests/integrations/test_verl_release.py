@@ -111,7 +111,7 @@ def test_readme_recipe_through_verls_reward_loop(service, tiny_model_dir, proces
     assert [o["reward_extra_info"]["cosine"] for o in outputs] == expected["rewards"]["cosine"]
     # verl puts each score on the last response token
     assert rm_scores.sum(dim=1).tolist() == pytest.approx(expected["total"])
-    assert len(verl_env.seen("/v1/score")) <= 4  # 16 concurrent calls coalesced (one window, usually)
+    assert len(verl_env.seen("/v1/score")) <= 8  # 16 concurrent calls coalesced (one window, usually)
 
 
 def test_verls_default_naive_manager(service, tiny_model_dir, processor, verl_env, monkeypatch):

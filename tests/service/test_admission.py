@@ -71,3 +71,58 @@ def test_requests_beyond_the_samples_budget_wait_instead_of_503(tight):
     answers = asyncio.run(burst())
     assert [a.status_code for a in answers] == [200] * 40
     assert all(len(a.json()["total"]) == 10 for a in answers)
+
+
+# ---------------------------------------------------------------- the budget itself (no server)
+
+from services.reward_api.routers.deps import Budget, Overloaded  # noqa: E402
+
+
+def test_budget_grants_in_arrival_order_and_times_out_with_its_name():
+    async def scenario():
+        budget = Budget("samples (X)", capacity=10, wait_seconds=0.2)
+        order = []
+        first = await budget.take(8)
+
+        async def waiter(name, amount):
+            await budget.take(amount)
+            order.append(name)
+
+        big = asyncio.ensure_future(waiter("big", 9))  # waits for room
+        await asyncio.sleep(0)
+        small = asyncio.ensure_future(waiter("small", 1))  # would fit now, but arrived later: waits its turn
+        await asyncio.sleep(0.05)
+        assert order == [] and budget.used == 8
+        budget.give(first)
+        await asyncio.gather(big, small)
+        assert order == ["big", "small"] and budget.used == 10
+        with pytest.raises(Overloaded) as refused:
+            await budget.take(1)
+        assert refused.value.what == "samples (X)" and budget.used == 10
+
+    asyncio.run(scenario())
+
+
+def test_a_request_larger_than_the_budget_runs_alone():
+    async def scenario():
+        budget = Budget("bytes", capacity=10, wait_seconds=1)
+        taken = await budget.take(50)
+        assert taken == 10 and budget.used == 10
+        budget.give(taken)
+        assert budget.used == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_waiter_that_gives_up_leaves_no_trace():
+    async def scenario():
+        budget = Budget("bytes", capacity=4, wait_seconds=5)
+        held = await budget.take(4)
+        gone = asyncio.ensure_future(budget.take(2))
+        await asyncio.sleep(0.01)
+        gone.cancel()
+        await asyncio.gather(gone, return_exceptions=True)
+        budget.give(held)
+        assert budget.used == 0 and await budget.take(4) == 4
+
+    asyncio.run(scenario())
