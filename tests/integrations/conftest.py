@@ -30,8 +30,24 @@ def label_text(items: list[dict]) -> str:
     return f"<answer>{fenced(items)}</answer>"
 
 
+OPEN_FILES = 16384  # the 4,096-request burst holds a socket per request on each side
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's soft limit on open files (inherited by the service started after it)
+    towards OPEN_FILES, within the hard limit; the limit in force is returned."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, OPEN_FILES)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 @pytest.fixture(scope="session")
 def service() -> LocalService:
+    raise_open_files_limit()
     with LocalService.start(workers=2, env={"REWARD_API_LOG_LEVEL": "warning"}) as running:
         yield running
 

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from .conftest import CAT, DOG, answer_text, label_text, score_directly
+from .conftest import CAT, DOG, answer_text, label_text, raise_open_files_limit, score_directly
 
 agent = pytest.importorskip("openrlhf.utils.agent", reason="pip install the 'integrations' extra (README)")
 
@@ -81,6 +81,8 @@ def test_burst_of_single_sample_requests_loses_nothing(service, n_requests):
     """OpenRLHF >= 0.10 posts each sample as it is generated: a rollout of n samples is n requests at
     once, each with a fresh connection, 5 tries 1 s apart. Against the default settings (2 workers)
     every one of them must get its reward."""
+    limit = raise_open_files_limit()
+    assert limit >= 2 * n_requests + 512, f"open-files limit {limit}: raise it (ulimit -n) to run this burst"
     prompt = "<|im_start|>user\nFind the cat.<|im_end|>\n<|im_start|>assistant\n"
     completions = [answer_text([{**CAT, "bbox_2d": [10 + i % 7, 20, 110, 220]}]) for i in range(n_requests)]
     executor = agent.SingleTurnAgentExecutor(remote_rm_url=f"{service.url}/v1/openrlhf")
