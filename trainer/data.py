@@ -237,10 +237,11 @@ def _example(record: dict, folder: str, image_processor: Any, source: str) -> Ex
     return Example(paths, question, answer, scale_boxes(items, original, resized), original, resized, accu, source)
 
 
-def build_dataset(examples: Sequence[Example], template: str = "standard"):
+def build_dataset(examples: Sequence[Example], template: str = "standard", extra_columns: dict | None = None):
     """A ``datasets.Dataset`` for GRPOTrainer: ``prompt`` (conversational, text only: TRL inserts the
     image parts), ``images`` (PIL, opened on access), ``solution`` (structured, resized pixels) and
-    the bookkeeping columns ``solution_original``, ``accu_reward``, ``original_size``, ``resized_size``."""
+    the bookkeeping columns ``solution_original``, ``accu_reward``, ``original_size``, ``resized_size``;
+    plus ``extra_columns`` (name: one value per example), e.g. SFT's ``completion``."""
     from datasets import Dataset
 
     table = {
@@ -251,6 +252,7 @@ def build_dataset(examples: Sequence[Example], template: str = "standard"):
         "accu_reward": [ex.accu_reward or "" for ex in examples],
         "original_size": [list(ex.original_size) for ex in examples],
         "resized_size": [list(ex.resized_size) for ex in examples],
+        **(extra_columns or {}),
     }
     dataset = Dataset.from_dict(table)
     dataset.set_transform(_load_images)

@@ -75,14 +75,22 @@ def load_images(paths: Sequence[str]) -> list:
 
 
 def generate_completions(model, processor, examples: Sequence[data.Example], template: str, batch_size: int,
-                         max_new_tokens: int) -> list[str]:
+                         max_new_tokens: int, progress: bool = True) -> list[str]:
+    """Greedy answers to ``examples``, in batches (the model is put in eval mode for the call)."""
+    was_training = model.training
+    model.eval()
     completions: list[str] = []
-    for chunk in batches(examples, batch_size):
-        questions = [prompts.apply_template(ex.question, template) for ex in chunk]
-        images = [load_images(ex.image_paths) for ex in chunk]
-        completions += model_utils.generate(model, processor, questions, images, max_new_tokens=max_new_tokens,
-                                            do_sample=False)
-        print(f"generated {len(completions)}/{len(examples)}", file=sys.stderr, flush=True)
+    try:
+        for chunk in batches(examples, batch_size):
+            questions = [prompts.apply_template(ex.question, template) for ex in chunk]
+            images = [load_images(ex.image_paths) for ex in chunk]
+            # use_cache: a model in training may have it switched off (gradient checkpointing).
+            completions += model_utils.generate(model, processor, questions, images, max_new_tokens=max_new_tokens,
+                                                do_sample=False, use_cache=True)
+            if progress:
+                print(f"generated {len(completions)}/{len(examples)}", file=sys.stderr, flush=True)
+    finally:
+        model.train(was_training)
     return completions
 
 

@@ -54,8 +54,18 @@ def _chat_template(path: Path, tokenizer: Any) -> str | None:
     return getattr(tokenizer, "chat_template", None)
 
 
-def load_processor(model_path: str, min_pixels: int | None = None, max_pixels: int | None = None):
-    """The model's processor with images resized within [min_pixels, max_pixels] (None: as saved)."""
+def load_processor(
+    model_path: str,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+    padding_side: str | None = None,
+):
+    """The model's processor with images resized within [min_pixels, max_pixels] (None: as saved,
+    the one source of the resize bounds for training and evaluation alike).
+
+    ``padding_side="left"`` for GRPO: TRL re-tokenises the prompts with this processor in its
+    training forward pass and lines the image-token flags up with LEFT-padded prompt ids; a
+    right-padding processor silently puts image features on the wrong tokens."""
     from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
 
     processor = None
@@ -75,6 +85,9 @@ def load_processor(model_path: str, min_pixels: int | None = None, max_pixels: i
         if max_pixels is not None:
             size["longest_edge"] = int(max_pixels)
         processor.image_processor.size = size
+    if padding_side is not None:
+        processor.tokenizer.padding_side = padding_side
+        processor.tokenizer.truncation_side = padding_side
     return processor
 
 

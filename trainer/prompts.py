@@ -84,6 +84,22 @@ def answer_text(items: Sequence[Mapping[str, Any]]) -> str:
     return f"```json\n[\n{lines}\n]\n```"
 
 
+SFT_THINKING = "I look for each object the question names."
+
+
+def sft_completion(items: Sequence[Mapping[str, Any]], thinking: str = SFT_THINKING) -> str:
+    """The answer a supervised warm start teaches: a short ``<think>`` and the ground truth in the
+    answer format, coordinates rounded to whole pixels (the model answers in whole pixels).
+
+    >>> sft_completion([{"bbox_2d": [10.4, 20.6, 30, 40], "label": "red square"}], thinking="ok")
+    '<think>ok</think><answer>```json\n[\n{"bbox_2d": [10, 21, 30, 40], "label": "red square"}\n]\n```</answer>'
+    >>> sft_completion([], thinking="ok")
+    '<think>ok</think><answer>None</answer>'
+    """
+    rounded = [{"bbox_2d": [round(float(v)) for v in item["bbox_2d"]], "label": item["label"]} for item in items]
+    return f"<think>{thinking}</think><answer>{answer_text(rounded)}</answer>"
+
+
 def vlm_r1_record(
     image: str | Sequence[str],
     question: str,

@@ -1,4 +1,4 @@
-"""Synthetic detection data: ``python -m trainer.synthetic OUT_DIR --n N``.
+"""Synthetic detection data: ``python -m trainer.synthetic OUT_DIR --n N [--seed S] [--preset P]``.
 
 Draws images of coloured shapes on a plain background and writes ``OUT_DIR/train.jsonl`` in the
 VLM-R1 format with the research's questions (`trainer.prompts`), the ground truth in its answer
@@ -6,7 +6,9 @@ format (a fenced JSON list of ``bbox_2d``/``label`` in the image's own pixels), 
 ``OUT_DIR/images/``. Some questions name objects that are not in the image (the hard negatives of
 the research); a question that names only absent objects is answered ``None``. Image sizes are
 deliberately not multiples of 28, so the processor's resize changes them and the coordinate
-conversion is exercised.
+conversion is exercised. ``--preset tiny`` (default) draws 70-130 pixel images for the tiny
+model; ``--preset small`` draws 120-165 pixel images for the small model (``trainer.tiny_model
+--preset small``). Different seeds give disjoint draws: train and held-out sets come from two seeds.
 """
 
 from __future__ import annotations
@@ -78,11 +80,16 @@ def make_sample(rng: random.Random, image_dir: Path, index: int, sizes: Sequence
     rng.shuffle(asked)
     solution = [{"bbox_2d": obj["bbox_2d"], "label": obj["label"]} for obj in scene if obj["label"] in asked]
     question = prompts.detection_question(asked) if rng.random() < 0.7 else prompts.ovd_question(asked)
-    return prompts.vlm_r1_record(image=name, question=question, solution=solution, record_id=index)
+    record = prompts.vlm_r1_record(image=name, question=question, solution=solution, record_id=index)
+    # The asked labels (hard negatives included), as trainer.coco_datasets writes them: the evaluation
+    # counts predictions of an asked but absent object against the APs. The trainer ignores the field.
+    record["categories"] = asked
+    return record
 
 
 # Deliberately off the 28-pixel grid: the processor resizes every one of them.
 DEFAULT_SIZES = ((100, 75), (90, 90), (130, 70), (70, 110))
+SIZE_PRESETS = {"tiny": DEFAULT_SIZES, "small": ((150, 130), (140, 140), (165, 120), (125, 155))}
 
 
 def generate(out_dir: str | Path, n: int, seed: int = 0, sizes: Sequence[tuple[int, int]] = DEFAULT_SIZES) -> Path:
@@ -103,8 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("out_dir")
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--preset", default="tiny", choices=sorted(SIZE_PRESETS), help="image sizes (default: tiny)")
     args = parser.parse_args(argv)
-    path = generate(args.out_dir, args.n, args.seed)
+    path = generate(args.out_dir, args.n, args.seed, SIZE_PRESETS[args.preset])
     print(f"{args.n} samples: {path} (images in {Path(args.out_dir) / 'images'})")
     return 0
 

@@ -152,7 +152,8 @@ class TelemetryCallback(TrainerCallback):
             if key.startswith("rewards/") and key.endswith("/mean"):
                 self.telemetry.reward_mean.labels(reward=key[len("rewards/") : -len("/mean")]).set(value)
         numbers = {k: v for k, v in (logs or {}).items() if isinstance(v, (int, float))}
-        if any(key.startswith("rewards/") for key in numbers):
+        # Training steps and held-out rounds; not the end-of-training totals (train_runtime, ...).
+        if any(key == "loss" or key.startswith(("rewards/", "heldout/")) for key in numbers):
             self.log_history.append({"step": state.global_step, **numbers})
 
     def on_train_end(self, args, state, control, **kwargs):

@@ -1,8 +1,17 @@
-"""A tiny, randomly initialised Qwen2.5-VL, built offline: ``python -m trainer.tiny_model OUT_DIR``.
+"""A small, randomly initialised Qwen2.5-VL, built offline: ``python -m trainer.tiny_model OUT_DIR [--preset P]``.
 
-For tests, the demo and the GPU benchmark: the real architecture (vision tower, merger, M-RoPE
-language model), the real image processor, a byte-level BPE tokenizer trained here on the research's
-prompts with Qwen's special tokens and a Qwen2-VL chat template, a few hundred thousand parameters.
+The real architecture (vision tower, merger, M-RoPE language model), the real image processor, a
+byte-level BPE tokenizer trained here on the research's prompts with Qwen's special tokens and a
+Qwen2-VL chat template. Two presets (`PRESETS`):
+
+* ``tiny`` (default): a few hundred thousand parameters, 4-16 merged image patches; for tests, the
+  demo and the CPU runs. It never learns much.
+* ``small``: tens of millions of parameters, a tokenizer that splits every digit into its own token
+  (so coordinates are spelt digit by digit, as Qwen's own tokenizer does), and images of up to
+  36 merged patches (168 x 168 pixels), large enough to see the shapes of ``trainer.synthetic
+  --preset small`` (sides of 20 to 55 pixels). Trained from scratch with ``trainer.sft``, it is the miniature of the research
+  that ``bench/efficacy.sh`` trains and measures on one GPU.
+
 ``AutoModelForImageTextToText.from_pretrained(OUT_DIR)`` and ``AutoTokenizer``/``AutoImageProcessor``
 load it; ``trainer.model.load_processor(OUT_DIR)`` gives the processor (without a video processor
 where torchvision is missing, see trainer.model).
@@ -14,6 +23,7 @@ import argparse
 import json
 import random
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from trainer import prompts
@@ -57,6 +67,29 @@ DEFAULT_MIN_PIXELS = 28 * 28 * 4
 DEFAULT_MAX_PIXELS = 28 * 28 * 16
 
 
+@dataclass(frozen=True)
+class Preset:
+    """Sizes of one model preset (see the module docstring)."""
+
+    vocab_size: int
+    split_digits: bool
+    hidden_size: int
+    layers: int
+    heads: int
+    kv_heads: int
+    vision_hidden: int
+    vision_depth: int
+    vision_heads: int
+    min_pixels: int
+    max_pixels: int
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset(512, False, 64, 2, 4, 2, 32, 2, 2, DEFAULT_MIN_PIXELS, DEFAULT_MAX_PIXELS),
+    "small": Preset(1024, True, 512, 8, 8, 4, 256, 4, 4, 28 * 28 * 9, 28 * 28 * 36),
+}
+
+
 def corpus(seed: int = 0, n: int = 400) -> Iterator[str]:
     """Text the tokenizer is trained on: the research's questions, templates and answers."""
     from trainer.synthetic import COLOURS, SHAPES
@@ -74,12 +107,18 @@ def corpus(seed: int = 0, n: int = 400) -> Iterator[str]:
         yield f"<think> I see {', '.join(asked)}. </think><answer>{prompts.answer_text(items)}</answer>"
 
 
-def build_tokenizer(vocab_size: int = 512):
+def build_tokenizer(vocab_size: int = 512, split_digits: bool = False):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Qwen's tokenizer spells numbers digit by digit; a merged "123" token would make every
+    # coordinate its own class, which a small model cannot learn.
+    backend.pre_tokenizer = (
+        pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+        if split_digits else byte_level
+    )
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -99,19 +138,20 @@ def build_tokenizer(vocab_size: int = 512):
     return tokenizer
 
 
-def build_config(tokenizer, hidden_size: int = 64, layers: int = 2, vision_hidden: int = 32):
+def build_config(tokenizer, preset: Preset = PRESETS["tiny"]):
     from transformers import Qwen2_5_VLConfig
 
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
-    head_dim = hidden_size // 4
+    hidden_size, vision_hidden = preset.hidden_size, preset.vision_hidden
+    head_dim = hidden_size // preset.heads
     return Qwen2_5_VLConfig(
         text_config={
             "vocab_size": len(tokenizer),
             "hidden_size": hidden_size,
             "intermediate_size": 2 * hidden_size,
-            "num_hidden_layers": layers,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
+            "num_hidden_layers": preset.layers,
+            "num_attention_heads": preset.heads,
+            "num_key_value_heads": preset.kv_heads,
             "max_position_embeddings": 4096,
             "rope_parameters": {
                 "rope_type": "default",
@@ -125,16 +165,16 @@ def build_config(tokenizer, hidden_size: int = 64, layers: int = 2, vision_hidde
             "tie_word_embeddings": False,
         },
         vision_config={
-            "depth": 2,
+            "depth": preset.vision_depth,
             "hidden_size": vision_hidden,
             "intermediate_size": 2 * vision_hidden,
-            "num_heads": 2,
+            "num_heads": preset.vision_heads,
             "out_hidden_size": hidden_size,
             "patch_size": 14,
             "spatial_merge_size": 2,
             "temporal_patch_size": 2,
             "window_size": 112,
-            "fullatt_block_indexes": [1],
+            "fullatt_block_indexes": [preset.vision_depth - 1],
         },
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
@@ -174,11 +214,19 @@ def raise_end_of_text(model, end_ids: Sequence[int], rate: float, dim: int = 0) 
 def build(
     out_dir: str | Path,
     seed: int = 0,
-    min_pixels: int = DEFAULT_MIN_PIXELS,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    eos_rate: float = 0.06,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+    eos_rate: float | None = 0.06,
+    preset: str = "tiny",
 ) -> Path:
-    """Write the tiny model, tokenizer, image processor and processor config to ``out_dir``."""
+    """Write the model, tokenizer, image processor and processor config of ``preset`` to ``out_dir``.
+
+    ``min_pixels``/``max_pixels`` default to the preset's; ``eos_rate`` (see `raise_end_of_text`)
+    makes a random model end its answers; None leaves the model as initialised (the ``small``
+    preset is trained with SFT first, which teaches it to end)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    sizes = PRESETS[preset]
     import torch
     from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
@@ -188,10 +236,11 @@ def build(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    tokenizer = build_tokenizer()
-    config = build_config(tokenizer)
+    tokenizer = build_tokenizer(sizes.vocab_size, sizes.split_digits)
+    config = build_config(tokenizer, sizes)
     model = Qwen2_5_VLForConditionalGeneration(config)
-    raise_end_of_text(model, [config.text_config.eos_token_id, config.text_config.bos_token_id], eos_rate)
+    if eos_rate is not None:
+        raise_end_of_text(model, [config.text_config.eos_token_id, config.text_config.bos_token_id], eos_rate)
     model.generation_config = GenerationConfig(
         bos_token_id=config.text_config.bos_token_id,
         eos_token_id=[config.text_config.eos_token_id, config.text_config.bos_token_id],
@@ -200,7 +249,10 @@ def build(
         temperature=1.0,
     )
     model.save_pretrained(out)
-    image_processor = Qwen2VLImageProcessorPil(min_pixels=min_pixels, max_pixels=max_pixels)
+    image_processor = Qwen2VLImageProcessorPil(
+        min_pixels=sizes.min_pixels if min_pixels is None else min_pixels,
+        max_pixels=sizes.max_pixels if max_pixels is None else max_pixels,
+    )
     processor = image_only_processor(image_processor, tokenizer, CHAT_TEMPLATE)
     processor.save_pretrained(out)
     tokenizer.save_pretrained(out)  # tokenizer_config.json carries the chat template too
@@ -223,15 +275,18 @@ def parameter_count(model) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer.tiny_model", description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir")
+    parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model size (default: tiny)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--min-pixels", type=int, default=DEFAULT_MIN_PIXELS)
-    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
+    parser.add_argument("--min-pixels", type=int, default=None, help="default: the preset's")
+    parser.add_argument("--max-pixels", type=int, default=None, help="default: the preset's")
     args = parser.parse_args(argv)
-    out = build(args.out_dir, args.seed, args.min_pixels, args.max_pixels)
+    # The tiny model is used untrained, so it must end its answers; the small one learns it in SFT.
+    eos_rate = 0.06 if args.preset == "tiny" else None
+    out = build(args.out_dir, args.seed, args.min_pixels, args.max_pixels, eos_rate, args.preset)
     from transformers import AutoModelForImageTextToText
 
     model = AutoModelForImageTextToText.from_pretrained(out)
-    print(f"tiny Qwen2.5-VL ({parameter_count(model):,} parameters) written to {out}")
+    print(f"{args.preset} Qwen2.5-VL ({parameter_count(model):,} parameters) written to {out}")
     return 0
 
 

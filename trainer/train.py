@@ -24,34 +24,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainer.options import DataArguments, HeldOutArguments, ServiceArguments
+
 logger = logging.getLogger("trainer.train")
 
 REWARD_SERVICE_FILE = "reward_service.json"
 ACCURACY = "accuracy"  # the per-line reward (accu_reward_method), see ODArguments.rewards
 EXIT_REWARD_SERVICE = 3
+EXIT_STOPPED = 4  # a guard stopped training (NaN loss or gradient)
+DEFAULT_ATTENTION = "eager"
 
 
 @dataclass
-class ODArguments:
-    """This project's arguments (the rest are TRL's GRPOConfig and ModelConfig)."""
+class ODArguments(DataArguments, ServiceArguments, HeldOutArguments):
+    """This project's GRPO arguments (the rest are TRL's GRPOConfig and ModelConfig)."""
 
-    data_files: str = field(
-        default="",
-        metadata={"help": "VLM-R1 JSONL training files, several separated by ':'."},
-    )
-    image_folders: str = field(
-        default="",
-        metadata={"help": "Image folder of each data file, separated by ':' (one for all is fine)."},
-    )
-    question_template: str = field(
-        default="standard",
-        metadata={"help": "Question template of the research: 'standard', 'enhanced' or 'none'."},
-    )
-    max_samples: int | None = field(default=None, metadata={"help": "Read at most this many training lines."})
-    reward_urls: str = field(
-        default="http://127.0.0.1:8000",
-        metadata={"help": "Reward service base URLs, separated by ','; requests are spread and fail over."},
-    )
     rewards: list[str] = field(
         default_factory=lambda: ["format", "od_length"],
         metadata={
@@ -66,32 +53,11 @@ class ODArguments:
         default=None,
         metadata={"help": 'Reward parameters as JSON, e.g. \'{"weighted_sum": {"alpha": 0.7, "gamma": 0.3}}\'.'},
     )
-    reward_token: str | None = field(
-        default=None, metadata={"help": "Bearer token of the reward service (default: env REWARD_API_TOKEN)."}
-    )
-    reward_timeout: float = field(default=60.0, metadata={"help": "Seconds per reward request attempt."})
-    reward_max_retries: int = field(default=5, metadata={"help": "Retries per reward request before training stops."})
-    reward_backoff_base: float = field(default=0.25, metadata={"help": "Backoff base (s), full jitter, doubling."})
-    reward_backoff_max: float = field(default=10.0, metadata={"help": "Longest backoff (s) between retries."})
-    min_pixels: int = field(default=3136, metadata={"help": "Smallest image area the processor resizes to."})
-    max_pixels: int = field(default=12845056, metadata={"help": "Largest image area the processor resizes to."})
     freeze_vision_modules: bool = field(default=False, metadata={"help": "Train the language model only."})
     metrics_port: int | None = field(
         default=None,
         metadata={"help": "Prometheus port of the trainer (env TRAINER_METRICS_PORT, default 9400); 0 disables."},
     )
-
-    def client_settings(self) -> dict:
-        """The reward client's retry budget, as the client takes it (and as the run records it)."""
-        return {"timeout": self.reward_timeout, "max_retries": self.reward_max_retries,
-                "backoff_base": self.reward_backoff_base, "backoff_max": self.reward_backoff_max}
-
-    def token(self) -> str | None:
-        # The environment serves containers: compose cannot add a flag only when a secret is set.
-        return self.reward_token or os.environ.get("REWARD_API_TOKEN") or None
-
-    def urls(self) -> list[str]:
-        return [url.strip() for url in self.reward_urls.split(",") if url.strip()]
 
     def params(self) -> dict | None:
         if self.reward_params in (None, ""):
@@ -144,34 +110,37 @@ def build_reward_functions(
     return make_reward_functions(client, rewards, params=params, on_scored=on_scored)
 
 
-# ----------------------------------------------------------------------------------------------
-# The trainer
-
-
-def service_trainer_class():
-    from trl import GRPOTrainer
+def with_batch_metrics(reward_function: Any, telemetry: Any = None) -> Any:
+    """``reward_function`` that also reports, through TRL's public ``log_metric`` hook, how long the
+    batch waited for its rewards (``timing/reward_wait_seconds``) and how many boxes the
+    completions list (``completions/boxes_per_completion``). Wrap ONE of the functions: they all
+    share one request, which TRL awaits concurrently, so one measures the batch's wait."""
+    import functools
 
     from shared.adapters.trl import completion_text
     from trainer.data import count_boxes
 
-    class ServiceGRPOTrainer(GRPOTrainer):
-        """GRPOTrainer that measures the time it waits for rewards and logs boxes per completion."""
+    @functools.wraps(reward_function)
+    async def measured(*args: Any, **kwargs: Any) -> list:
+        started = time.perf_counter()
+        values = await reward_function(*args, **kwargs)
+        waited = time.perf_counter() - started
+        if telemetry is not None:
+            telemetry.observe_wait(waited)
+        log_metric = kwargs.get("log_metric")
+        completions = kwargs.get("completions") or []
+        if log_metric is not None:
+            log_metric("timing/reward_wait_seconds", waited)
+            if completions:
+                boxes = sum(count_boxes(completion_text(c)) for c in completions) / len(completions)
+                log_metric("completions/boxes_per_completion", boxes)
+        return values
 
-        telemetry = None
+    return measured
 
-        def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-            start = time.perf_counter()
-            try:
-                return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-            finally:
-                waited = time.perf_counter() - start
-                if self.telemetry is not None:
-                    self.telemetry.observe_wait(waited)
-                self._log_metric("timing/reward_wait_seconds", waited)
-                for completion in completions:
-                    self._log_metric("completions/boxes_per_completion", count_boxes(completion_text(completion)))
 
-    return ServiceGRPOTrainer
+# ----------------------------------------------------------------------------------------------
+# The run
 
 
 class RunRecord:
@@ -206,7 +175,7 @@ class RunRecord:
         self.path.write_text(json.dumps(self.data, indent=2, default=str) + "\n")
 
 
-def describe_service(od: ODArguments) -> dict:
+def describe_service(od: ServiceArguments) -> dict:
     """GET /v1/rewards (with the client's retries): fails before any model is loaded if the service
     is not there, or does not serve a requested reward."""
     from shared.client import RewardClient
@@ -227,35 +196,89 @@ def check_rewards(catalogue: dict, names: Sequence[str]) -> None:
         raise SystemExit(f"the reward service does not serve {missing}; it serves {sorted(known)}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from trl import GRPOConfig, ModelConfig, TrlParser, get_peft_config
+def parse_arguments(argv: Sequence[str] | None) -> tuple[ODArguments, Any, Any]:
+    from trl import GRPOConfig, ModelConfig, TrlParser
 
-    from shared.client import RewardServiceError
-    from trainer import data as data_module
-    from trainer.model import LANGUAGE_LORA_TARGETS, freeze_vision, load_model, load_processor
-    from trainer.telemetry import Telemetry, TelemetryCallback, default_metrics_port, timed_client_class
-
-    parser = TrlParser((ODArguments, GRPOConfig, ModelConfig))
-    od, args, model_args = parser.parse_args_and_config(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    od, args, model_args = TrlParser((ODArguments, GRPOConfig, ModelConfig)).parse_args_and_config(argv)
     if not model_args.model_name_or_path:
         raise SystemExit("--model_name_or_path (a local model directory) is required")
     if not od.data_files:
         raise SystemExit("--data_files is required")
-
     names = [parse_reward(spec)[0] for spec in od.rewards]
     if args.reward_weights is not None and len(args.reward_weights) != len(names):
         raise SystemExit(f"reward_weights has {len(args.reward_weights)} entries for {len(names)} rewards {names}")
+    if model_args.attn_implementation is None:
+        # sdpa (the default) gave NaN gradients at the first GRPO step in bf16 on CUDA, with
+        # left-padded prompts; eager attention trained. Ask for sdpa or flash_attention_2 explicitly.
+        model_args.attn_implementation = DEFAULT_ATTENTION
+    return od, args, model_args
 
+
+def load_training_data(od: DataArguments, processor: Any) -> tuple[list, Any]:
+    """(examples, the GRPO dataset) read with the project's one VLM-R1 reader."""
+    from trainer import data as data_module
+
+    examples = data_module.read_vlm_r1(od.data_files, od.image_folders, processor.image_processor, od.max_samples)
+    logger.info("%d training samples from %s", len(examples), od.data_files)
+    return examples, data_module.build_dataset(examples, od.question_template)
+
+
+def prepare_model(model_args: Any, freeze_vision_modules: bool) -> tuple[Any, Any]:
+    """(model, peft config or None)."""
+    from trl import get_peft_config
+
+    from trainer.model import LANGUAGE_LORA_TARGETS, freeze_vision, load_model
+
+    model = load_model(model_args.model_name_or_path, model_args.dtype, model_args.attn_implementation)
+    if freeze_vision_modules:
+        logger.info("vision tower frozen (%d parameters)", freeze_vision(model))
+    peft_config = get_peft_config(model_args)
+    if peft_config is not None and not model_args.lora_target_modules:
+        peft_config.target_modules = LANGUAGE_LORA_TARGETS
+    return model, peft_config
+
+
+def run_training(trainer: Any, summary: Any) -> int:
+    """``trainer.train()`` with a record whatever happens: a run that fails for any reason writes
+    ``train_summary.json`` with status ``failed`` and the error before the error propagates."""
+    from shared.client import RewardServiceError
+    from trainer.callbacks import TrainingStopped
+
+    try:
+        trainer.train()
+    except RewardServiceError as exc:
+        summary.fail(exc)
+        print(f"\ntraining stopped: the reward service did not answer.\n{exc}", file=sys.stderr)
+        return EXIT_REWARD_SERVICE
+    except TrainingStopped as exc:
+        summary.fail(exc)
+        print(f"\ntraining stopped: {exc}", file=sys.stderr)
+        return EXIT_STOPPED
+    except BaseException as exc:
+        summary.fail(exc)
+        raise
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from trl import GRPOTrainer
+
+    from trainer.callbacks import NonFiniteGuard, TimeLimit
+    from trainer.model import load_processor
+    from trainer.options import heldout_callback
+    from trainer.telemetry import Telemetry, TelemetryCallback, default_metrics_port, timed_client_class
+
+    od, args, model_args = parse_arguments(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    names = [parse_reward(spec)[0] for spec in od.rewards]
     is_main = _is_main_process()
     catalogue = describe_service(od)
     check_rewards(catalogue, [n for n in names if n != ACCURACY])
 
-    processor = load_processor(model_args.model_name_or_path, od.min_pixels, od.max_pixels)
-    examples = data_module.read_vlm_r1(od.data_files, od.image_folders, processor.image_processor, od.max_samples)
-    dataset = data_module.build_dataset(examples, od.question_template)
+    # Left padding: see load_processor. The resize bounds are the model's unless given.
+    processor = load_processor(model_args.model_name_or_path, od.min_pixels, od.max_pixels, padding_side="left")
+    examples, dataset = load_training_data(od, processor)
     accuracy_rewards = sorted({ex.accu_reward for ex in examples if ex.accu_reward}) + [od.default_accuracy_reward]
-    logger.info("%d training samples from %s", len(examples), od.data_files)
 
     output_dir = Path(args.output_dir)
     params = od.params()
@@ -278,43 +301,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     reward_funcs = build_reward_functions(
         client, od.rewards, params, accuracy_rewards, record.on_scored if record else None
     )
+    reward_funcs[0] = with_batch_metrics(reward_funcs[0], telemetry)
+    model, peft_config = prepare_model(model_args, od.freeze_vision_modules)
 
-    model = load_model(model_args.model_name_or_path, model_args.dtype, model_args.attn_implementation)
-    if od.freeze_vision_modules:
-        logger.info("vision tower frozen (%d parameters)", freeze_vision(model))
-    peft_config = get_peft_config(model_args)
-    if peft_config is not None and not model_args.lora_target_modules:
-        peft_config.target_modules = LANGUAGE_LORA_TARGETS
-
-    callback = TelemetryCallback(telemetry, args.output_dir, names)
-    trainer = service_trainer_class()(
+    summary = TelemetryCallback(telemetry, args.output_dir, names)
+    callbacks = [summary, NonFiniteGuard(), TimeLimit(od.max_seconds)]
+    heldout = heldout_callback(od, processor, _evaluation_client(od), args.output_dir, od.question_template)
+    if heldout is not None:
+        callbacks.insert(0, heldout)  # before the summary: its last round is in train_summary.json
+    trainer = GRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,
         args=args,
         train_dataset=dataset,
         processing_class=processor,
         peft_config=peft_config,
-        callbacks=[callback],
+        callbacks=callbacks,
     )
-    trainer.telemetry = telemetry
+    if heldout is not None:
+        heldout.trainer = trainer
     try:
-        trainer.train()
-    except RewardServiceError as exc:
-        callback.fail(exc)
-        print(f"\ntraining stopped: the reward service did not answer.\n{exc}", file=sys.stderr)
-        return EXIT_REWARD_SERVICE
+        status = run_training(trainer, summary)
     finally:
         telemetry.close()
+    if status != 0:
+        return status
     trainer.save_model(args.output_dir)
     if is_main:
         processor.save_pretrained(args.output_dir)
-        summary = callback.summary()
+        result = summary.summary()
         logger.info(
             "done: %d steps, %.3f steps/s, reward wait %.2f%% of step time; summary in %s",
-            summary["steps"], summary["steps_per_second"] or 0.0, 100 * (summary["reward_wait_share"] or 0.0),
+            result["steps"], result["steps_per_second"] or 0.0, 100 * (result["reward_wait_share"] or 0.0),
             output_dir / "train_summary.json",
         )
     return 0
+
+
+def _evaluation_client(service: ServiceArguments):
+    from shared.client import RewardClient
+
+    settings = service.client_settings()
+    settings["timeout"] = max(settings["timeout"], 600.0)  # one /v1/evaluate call scores the whole set
+    return RewardClient(service.urls(), token=service.token(), **settings)
 
 
 def _is_main_process() -> bool:
