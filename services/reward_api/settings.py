@@ -17,7 +17,8 @@ process therefore sees exactly the same settings.
 | REWARD_API_MAX_BODY_BYTES         | 33554432 (32 MiB)            | larger request bodies get 413              |
 | REWARD_API_MAX_SAMPLES            | 4096                         | more samples per request get 422           |
 | REWARD_API_BODY_READ_SECONDS      | 10                           | a body not fully received by then: 408     |
-| REWARD_API_MAX_QUEUED_BYTES       | 268435456 (256 MiB)          | per worker: request bodies held at once    |
+| REWARD_API_MAX_QUEUED_BYTES       | 268435456 (256 MiB)          | per worker: body bytes received and held   |
+|                                   |                              | at once (at least MAX_BODY_BYTES)          |
 | REWARD_API_MAX_QUEUED_SAMPLES     | 65536                        | per worker: samples waiting or scoring     |
 | REWARD_API_QUEUE_WAIT_SECONDS     | 30                           | how long a request waits for room in those |
 |                                   |                              | two budgets; then 503 with Retry-After     |
@@ -80,6 +81,9 @@ class Settings:
         _check_range("MAX_QUEUED_SAMPLES", self.max_queued_samples, 1, 100_000_000)
         _check_range("QUEUE_WAIT_SECONDS", self.queue_wait_seconds, 0, 3600)
         _check_range("RETRY_AFTER_SECONDS", self.retry_after_seconds, 0, 3600)
+        if self.max_queued_bytes < self.max_body_bytes:
+            raise SettingsError(f"{ENV_PREFIX}MAX_QUEUED_BYTES ({self.max_queued_bytes}) must be at least "
+                                f"{ENV_PREFIX}MAX_BODY_BYTES ({self.max_body_bytes}): one whole body must fit")
         if not self.host:
             raise SettingsError(f"{ENV_PREFIX}HOST must not be empty")
         if self.token is not None and (not self.token or any(c.isspace() for c in self.token)):

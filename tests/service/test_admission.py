@@ -19,16 +19,18 @@ from .test_score import CAT, completion, solution
 @pytest.fixture(scope="module")
 def tight():
     env = {"REWARD_API_BODY_READ_SECONDS": "2", "REWARD_API_MAX_QUEUED_SAMPLES": "20",
+           "REWARD_API_MAX_BODY_BYTES": "1048576", "REWARD_API_MAX_QUEUED_BYTES": "1048576",
            "REWARD_API_QUEUE_WAIT_SECONDS": "30", "REWARD_API_LOG_LEVEL": "warning"}
     with LocalService.start(workers=1, env=env) as running:
         yield running
 
 
 def stalled_upload(server: LocalService) -> socket.socket:
-    """Headers of a 100 KB body, then one byte of it, then nothing."""
+    """Headers of a 1 MB body (the whole byte budget, were it reserved from Content-Length), then
+    one byte of it, then nothing."""
     conn = socket.create_connection(("127.0.0.1", server.port), timeout=10)
     conn.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: 100000\r\n\r\n{")
+                 b"Content-Length: 1000000\r\n\r\n{")
     return conn
 
 
@@ -58,14 +60,14 @@ def test_stalled_uploads_block_no_one_and_are_cut_off(tight):
     assert "POST /v1/score answered 408" in tight.log()
 
 
-def test_requests_beyond_the_samples_budget_wait_instead_of_503(tight):
+def test_requests_beyond_the_budgets_wait_instead_of_503(tight):
     body = json.dumps({"samples": [{"completion": completion([CAT]) * 30, "solution": solution([CAT])}] * 10,
                        "rewards": ["format", "ap", "od_length", "repetition"]})
 
     async def burst():
         async with httpx.AsyncClient(base_url=tight.url, timeout=60) as client:
             posts = [client.post("/v1/score", content=body, headers={"content-type": "application/json"})
-                     for _ in range(40)]  # 400 samples against a budget of 20
+                     for _ in range(40)]  # 400 samples against a budget of 20, 1.5 MB against 1 MiB
             return await asyncio.gather(*posts)
 
     answers = asyncio.run(burst())

@@ -187,18 +187,26 @@ def json_body_schema(model: type[BaseModel]) -> dict:
 
 @asynccontextmanager
 async def received_body(request: Request, runner: BatchRunner):
-    """The whole body, read within ``body_read_seconds`` while holding its bytes in the worker's
-    byte budget (the declared Content-Length, or the body limit when none is declared). Nothing
-    else is held while it arrives: a stalled upload delays no one and is cut off at the deadline."""
+    """The whole body, read within ``body_read_seconds``, each chunk counted against the worker's
+    byte budget as it arrives (and given back when the request is answered). Only bytes really
+    received are held, and nothing else is held while they arrive: a stalled or trickling upload
+    delays no one and is cut off at the deadline. Where the budget is full, reading pauses (TCP
+    pushes back on the sender) until there is room or the queue wait is over (503)."""
     settings = request.app.state.settings
-    declared = request.headers.get("content-length", "")
-    size = int(declared) if declared.isdigit() else settings.max_body_bytes
-    async with runner.bytes.hold(min(size, settings.max_body_bytes)):
+    chunks: list[bytes] = []
+    held = 0
+    try:
         try:
-            body = await asyncio.wait_for(request.body(), settings.body_read_seconds)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(settings.body_read_seconds):
+                async for chunk in request.stream():
+                    if chunk:
+                        held += await runner.bytes.take(len(chunk))
+                        chunks.append(chunk)
+        except TimeoutError:
             raise BodyTimeout from None
-        yield body
+        yield b"".join(chunks)
+    finally:
+        runner.bytes.give(held)
 
 
 async def run_on_body(request: Request, runner: BatchRunner, work: Callable[..., bytes], *args) -> Response:
