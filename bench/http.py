@@ -107,6 +107,50 @@ def throughput(server: LocalService, samples: list[dict], batch_size: int = 64, 
             "batch_size": batch_size, "concurrency": concurrency, "seconds": seconds}
 
 
+async def _raw_load(port: int, requests: list[bytes], concurrency: int, n_requests: int) -> float:
+    """``n_requests`` over ``concurrency`` keep-alive connections, each request written as raw
+    HTTP/1.1 bytes and each answer read by its Content-Length: with hundreds in flight an HTTP
+    client library would take more of the 2 shared cores than the server, and measure itself."""
+    next_index = 0
+
+    async def connection(count: int) -> None:
+        nonlocal next_index
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while next_index < count:
+                request = requests[next_index % len(requests)]
+                next_index += 1
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
+                body = await reader.readexactly(length)
+                if not head.startswith(b"HTTP/1.1 200"):
+                    status_line = head.split(b"\r\n", 1)[0]
+                    raise RuntimeError(f"answered {status_line!r}: {body[:300]!r}")
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(connection(concurrency) for _ in range(concurrency)))  # open and warm
+    next_index = 0
+    start = time.perf_counter()
+    await asyncio.gather(*(connection(n_requests) for _ in range(concurrency)))
+    return time.perf_counter() - start
+
+
+def per_sample_throughput(server: LocalService, samples: list[dict], concurrency: int = 256,
+                          n_requests: int = 6000) -> dict:
+    """Samples/s when every request carries one sample (OpenRLHF >= 0.10, slime and verl's per-sample
+    managers without our coalescing adapters), all seven rewards, ``concurrency`` requests in flight."""
+    headers = "".join(f"{k}: {v}\r\n" for k, v in server.headers().items())
+    requests = []
+    for body in score_bodies(samples, 1):
+        requests.append((f"POST /v1/score HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                         f"{headers}Content-Length: {len(body)}\r\n\r\n").encode() + body)
+    seconds = asyncio.run(_raw_load(server.port, requests, concurrency, n_requests))
+    return {"samples_per_s": n_requests / seconds, "requests": n_requests, "batch_size": 1,
+            "concurrency": concurrency, "seconds": seconds}
+
+
 def latency(server: LocalService, samples: list[dict], batch_size: int = 64, n_requests: int = 300) -> dict:
     """p50/p99 of one batch request at a time (keep-alive connection, as a trainer would hold)."""
     body = score_bodies(samples, batch_size)[0]

@@ -80,8 +80,32 @@ class ScoreResponse(BaseModel):
             raise ValueError(f"response lists are not aligned with the {n_samples} samples sent: {wrong}")
 
 
+# Trailing end-of-text tokens a trainer may leave on a completion (Qwen, Llama 2/3, Phi): the
+# service trims them from an OpenRLHF query, the slime adapter from a response.
+END_TOKENS = ("<|endoftext|>", "<|im_end|>", "</s>", "<|eot_id|>", "<|end|>")
+
+
+def trim_end_tokens(text: str) -> str:
+    """Drop trailing end-of-text tokens (and the white space between them). White space the model
+    wrote before the first of them stays: it is part of what the format reward judges. Linear:
+    an index walks back, nothing is copied per token.
+
+    >>> trim_end_tokens("<answer>None</answer> <|im_end|>\\n<|endoftext|>")
+    '<answer>None</answer> '
+    """
+    end = len(text)
+    while True:
+        stripped = end
+        while stripped and text[stripped - 1].isspace():
+            stripped -= 1
+        token = next((t for t in END_TOKENS if text.endswith(t, 0, stripped)), None)
+        if token is None:
+            return text[:end]
+        end = stripped - len(token)
+
+
 class OpenRLHFRequest(_Strict):
-    """OpenRLHF's remote reward model request (``--remote_rm_url``)."""
+    """OpenRLHF's remote reward model request (``--reward.remote_url``; ``--remote_rm_url`` before 0.10)."""
 
     query: list[StrictStr]
     prompts: list[StrictStr]
@@ -98,7 +122,10 @@ class OpenRLHFRequest(_Strict):
 
 
 class OpenRLHFResponse(BaseModel):
-    """OpenRLHF cannot carry a ``null`` reward: a batch with an unscorable sample is a 422 instead."""
+    """OpenRLHF cannot carry a ``null`` reward: a batch with an unscorable sample is a 422 instead.
+    ``rewards``: the weighted total (what OpenRLHF trains on); ``scores``: the total divided by the sum
+    of the weights' magnitudes, in [0, 1] for the default reward set (what OpenRLHF's dynamic
+    filtering compares with ``--algo.dynamic_filtering_range``, default 0 1)."""
 
     rewards: list[float]
     scores: list[float]

@@ -23,7 +23,7 @@ from shared.contract import API_PREFIX
 from . import metrics
 from .routers import catalog, evaluate, health, openrlhf, score
 from .routers.batch import RequestError, resolve_default_rewards
-from .routers.deps import BatchRunner, JSONBytes, Overloaded, require_token
+from .routers.deps import BatchRunner, BodyTimeout, JSONBytes, Overloaded, require_token
 from .settings import Settings, SettingsError
 
 log = logging.getLogger("reward_api")
@@ -53,7 +53,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.defaults = resolve_defaults(settings)
-    app.state.runner = BatchRunner(settings.max_pending_batches)
+    app.state.runner = BatchRunner(settings.max_queued_bytes, settings.max_queued_samples,
+                                   settings.queue_wait_seconds)
     for router in V1_ROUTERS:
         app.include_router(router, prefix=API_PREFIX, dependencies=[Depends(require_token)])
     for router in OPEN_ROUTERS:
@@ -84,30 +85,41 @@ async def _lifespan(app: FastAPI):
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, exc: RequestError) -> Response:
-        return JSONBytes({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+        return refusal(request, exc.status_code, exc.detail, exc.headers)
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> Response:
-        return JSONBytes({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+        return refusal(request, exc.status_code, exc.detail, exc.headers)
+
+    @app.exception_handler(BodyTimeout)
+    async def _body_timeout(request: Request, exc: BodyTimeout) -> Response:
+        seconds = request.app.state.settings.body_read_seconds
+        return refusal(request, 408, f"the request body was not received within {seconds} s "
+                                     f"(REWARD_API_BODY_READ_SECONDS); send the whole body at once",
+                       {"Connection": "close"})
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
         # Only reached for query/path parameters: bodies are validated in routers/batch.py.
-        return JSONBytes({"detail": exc.errors()}, status_code=422)
+        return refusal(request, 422, exc.errors())
 
     @app.exception_handler(Overloaded)
     async def _overloaded(request: Request, exc: Overloaded) -> Response:
-        seconds = request.app.state.settings.retry_after_seconds
-        return JSONBytes(
-            {"detail": f"overloaded: this worker already holds {request.app.state.runner.max_pending} "
-                       f"pending batches; retry after {seconds} s"},
-            status_code=503, headers={"Retry-After": str(seconds)},
-        )
+        settings = request.app.state.settings
+        return refusal(request, 503, f"overloaded: waited {settings.queue_wait_seconds} s for room in this "
+                                     f"worker's budget of {exc.what}; retry after {settings.retry_after_seconds} s",
+                       {"Retry-After": str(settings.retry_after_seconds)})
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error answering %s %s", request.method, request.url.path)
         return JSONBytes({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
+
+
+def refusal(request: Request, status: int, detail, headers: dict | None = None) -> Response:
+    """A 4xx/503 answer, logged with its detail: the caller's framework may show only the status."""
+    log.warning("%s %s answered %d: %.500s", request.method, request.url.path, status, detail)
+    return JSONBytes({"detail": detail}, status_code=status, headers=headers)
 
 
 class BodyTooLarge(HTTPException):
@@ -128,6 +140,7 @@ class BodyLimitMiddleware:
             return await self.app(scope, receive, send)
         declared = _content_length(scope)
         if declared is not None and declared > self.limit:
+            log.warning("%s %s answered 413: %s", scope["method"], scope["path"], BodyTooLarge(self.limit).detail)
             return await _send_json(send, 413, {"detail": BodyTooLarge(self.limit).detail})
         received = 0
         started = False
@@ -149,6 +162,7 @@ class BodyLimitMiddleware:
         try:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLarge as exc:  # raised outside FastAPI's handlers (e.g. a streaming reader)
+            log.warning("%s %s answered 413: %s", scope["method"], scope["path"], exc.detail)
             if not started:
                 await _send_json(send, 413, {"detail": exc.detail})
 

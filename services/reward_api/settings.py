@@ -16,8 +16,12 @@ process therefore sees exactly the same settings.
 |                                   | (for the default set)        | named: 1.0)                                |
 | REWARD_API_MAX_BODY_BYTES         | 33554432 (32 MiB)            | larger request bodies get 413              |
 | REWARD_API_MAX_SAMPLES            | 4096                         | more samples per request get 422           |
-| REWARD_API_MAX_PENDING_BATCHES    | 8                            | per worker: batches running or waiting;    |
-|                                   |                              | beyond it 503 with Retry-After             |
+| REWARD_API_BODY_READ_SECONDS      | 10                           | a body not fully received by then: 408     |
+| REWARD_API_MAX_QUEUED_BYTES       | 268435456 (256 MiB)          | per worker: body bytes received and held   |
+|                                   |                              | at once (at least MAX_BODY_BYTES)          |
+| REWARD_API_MAX_QUEUED_SAMPLES     | 65536                        | per worker: samples waiting or scoring     |
+| REWARD_API_QUEUE_WAIT_SECONDS     | 30                           | how long a request waits for room in those |
+|                                   |                              | two budgets; then 503 with Retry-After     |
 | REWARD_API_RETRY_AFTER_SECONDS    | 1                            | the Retry-After of an overload answer      |
 | REWARD_API_LOG_LEVEL              | info                         | uvicorn / service log level                |
 
@@ -57,7 +61,10 @@ class Settings:
     default_weights: Mapping[str, float] | None = None
     max_body_bytes: int = 32 * 1024 * 1024
     max_samples: int = 4096
-    max_pending_batches: int = 8
+    body_read_seconds: int = 10
+    max_queued_bytes: int = 256 * 1024 * 1024
+    max_queued_samples: int = 65536
+    queue_wait_seconds: int = 30
     retry_after_seconds: int = 1
     log_level: str = "info"
 
@@ -69,8 +76,14 @@ class Settings:
         _check_range("WORKERS", self.workers, 1, 512)
         _check_range("MAX_BODY_BYTES", self.max_body_bytes, 1024, 2**40)
         _check_range("MAX_SAMPLES", self.max_samples, 1, 10_000_000)
-        _check_range("MAX_PENDING_BATCHES", self.max_pending_batches, 1, 100_000)
+        _check_range("BODY_READ_SECONDS", self.body_read_seconds, 1, 3600)
+        _check_range("MAX_QUEUED_BYTES", self.max_queued_bytes, 1024, 2**40)
+        _check_range("MAX_QUEUED_SAMPLES", self.max_queued_samples, 1, 100_000_000)
+        _check_range("QUEUE_WAIT_SECONDS", self.queue_wait_seconds, 0, 3600)
         _check_range("RETRY_AFTER_SECONDS", self.retry_after_seconds, 0, 3600)
+        if self.max_queued_bytes < self.max_body_bytes:
+            raise SettingsError(f"{ENV_PREFIX}MAX_QUEUED_BYTES ({self.max_queued_bytes}) must be at least "
+                                f"{ENV_PREFIX}MAX_BODY_BYTES ({self.max_body_bytes}): one whole body must fit")
         if not self.host:
             raise SettingsError(f"{ENV_PREFIX}HOST must not be empty")
         if self.token is not None and (not self.token or any(c.isspace() for c in self.token)):
@@ -160,7 +173,10 @@ _PARSERS = {
     "default_weights": _weights,
     "max_body_bytes": _int,
     "max_samples": _int,
-    "max_pending_batches": _int,
+    "body_read_seconds": _int,
+    "max_queued_bytes": _int,
+    "max_queued_samples": _int,
+    "queue_wait_seconds": _int,
     "retry_after_seconds": _int,
     "log_level": lambda _n, raw: raw.lower(),
 }
@@ -175,7 +191,10 @@ _HELP = {
     "default_weights": "their weights in total, e.g. format=1,od_length=1,ap=0",
     "max_body_bytes": "larger request bodies get 413 (default 33554432)",
     "max_samples": "more samples per request get 422 (default 4096)",
-    "max_pending_batches": "per worker, batches running or waiting before 503 (default 8)",
+    "body_read_seconds": "seconds to receive a whole body, else 408 (default 10)",
+    "max_queued_bytes": "per worker, request-body bytes held at once (default 268435456)",
+    "max_queued_samples": "per worker, samples waiting or being scored (default 65536)",
+    "queue_wait_seconds": "how long a request waits for room in the worker's budgets before 503 (default 30)",
     "retry_after_seconds": "Retry-After of an overload answer (default 1)",
     "log_level": f"one of {', '.join(LOG_LEVELS)} (default info)",
 }

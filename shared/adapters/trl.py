@@ -14,6 +14,10 @@ becomes NaN in TRL, and a row where every function gave NaN is left out of the g
 advantage 0: the right treatment for a sample the service could not score (never a 0 reward).
 The metric name is the function's ``__name__``: ``rewards/<name>/mean``.
 
+Coordinates: a dataset with ``original_size`` and ``input_size`` columns ((width, height) of the
+stored image and of the image the model saw) has its ground truth rescaled to the model's pixels
+(shared.adapters.coordinates); with ``input_size`` alone, a box outside it is warned about.
+
 A function may also pick its reward per row (`PerRowReward`): VLM-R1's datasets name each line's
 accuracy reward in a column (``accu_reward_method``). Every reward a row can pick is in the batch's
 one request; the function reads each row's value from the column that row names.
@@ -34,6 +38,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.adapters import coordinates
 from shared.client import AsyncRewardClient, RewardServiceError
 from shared.contract import REWARD_ALIASES, RewardRef, ScoreResponse
 
@@ -102,14 +107,25 @@ def make_reward_functions(
 
 def completion_text(completion: Any) -> str:
     """The text to score: a plain completion as is; a conversational one (a list of messages) by its
-    last assistant message, whose content may be a string or a list of ``{"type": "text"}`` parts."""
+    last assistant message, whose content may be a string or a list of ``{"type": "text"}`` parts.
+
+    TRL 1.16 parses a reply with the chat template's response schema when it has one, and then moves
+    the ``<think>`` block into ``reasoning_content`` (``thinking`` for some families): it is put back
+    in front of the content, as the model wrote it, so the format reward sees it.
+
+    >>> completion_text([{"role": "assistant", "reasoning_content": "a cat", "content": "<answer>[]</answer>"}])
+    '<think>a cat</think><answer>[]</answer>'
+    """
     if isinstance(completion, str):
         return completion
     if isinstance(completion, list):
         replies = [m for m in completion if isinstance(m, Mapping) and m.get("role", "assistant") == "assistant"]
         if not replies:
             raise TypeError(f"conversational completion without an assistant message: {completion!r:.200}")
-        return _message_text(replies[-1].get("content"))
+        reply = replies[-1]
+        reasoning = reply.get("reasoning_content") or reply.get("thinking")
+        text = _message_text(reply.get("content"))
+        return f"<think>{reasoning}</think>{text}" if isinstance(reasoning, str) else text
     raise TypeError(f"completion must be a string or a list of messages, got {type(completion).__name__}")
 
 
@@ -218,9 +234,13 @@ class _BatchScorer:
         n = len(completions)
         if len(solutions) != n or (completion_ids is not None and len(completion_ids) != n):
             raise ValueError("completions, completion_ids and the solution column differ in length")
+        sizes = {key: columns[key] for key in (coordinates.ORIGINAL_SIZE_KEY, coordinates.INPUT_SIZE_KEY)
+                 if key in columns}
         samples = []
         for i, completion in enumerate(completions):
-            sample = {"completion": completion_text(completion), "solution": solutions[i]}
+            row_sizes = {key: column[i] for key, column in sizes.items() if column[i] is not None}
+            solution = coordinates.for_model(solutions[i], row_sizes, where=f"row {i}")
+            sample = {"completion": completion_text(completion), "solution": solution}
             if completion_ids is not None:  # the token count `cosine` needs
                 sample["completion_tokens"] = len(completion_ids[i])
             samples.append(sample)

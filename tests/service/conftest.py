@@ -9,11 +9,12 @@ from services.reward_api.local import LocalService
 
 TOKEN = "test-token"
 # Small limits so the limit tests are cheap: 4 MiB bodies (room for the 1 MB hostile completions),
-# 100 samples per request, 2 pending batches per worker.
+# 100 samples per request, 200 queued samples per worker, no wait for room in the queue (a 503 at once).
 LIMITS = {
     "REWARD_API_MAX_BODY_BYTES": str(4 * 1024 * 1024),
     "REWARD_API_MAX_SAMPLES": "100",
-    "REWARD_API_MAX_PENDING_BATCHES": "2",
+    "REWARD_API_MAX_QUEUED_SAMPLES": "200",
+    "REWARD_API_QUEUE_WAIT_SECONDS": "0",
     "REWARD_API_RETRY_AFTER_SECONDS": "3",
     "REWARD_API_LOG_LEVEL": "warning",
 }

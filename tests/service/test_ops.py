@@ -137,11 +137,11 @@ def test_every_setting_has_a_flag_that_beats_its_variable():
         for key, value in env.items():
             patch.setenv(key, value)
         settings = parse_cli(["--max-samples", "7", "--default-rewards", "format,ap", "--default-weights",
-                              "format=2", "--max-body-bytes", "4096", "--max-pending-batches", "3",
+                              "format=2", "--max-body-bytes", "4096", "--max-queued-samples", "3",
                               "--retry-after-seconds", "5", "--log-level", "warning"])
     assert settings.max_samples == 7 and settings.token == "from-env"
     assert settings.default_rewards == ("format", "ap") and settings.weights == {"format": 2.0, "ap": 1.0}
-    assert (settings.max_body_bytes, settings.max_pending_batches, settings.retry_after_seconds) == (4096, 3, 5)
+    assert (settings.max_body_bytes, settings.max_queued_samples, settings.retry_after_seconds) == (4096, 3, 5)
     assert settings.log_level == "warning"
 
 

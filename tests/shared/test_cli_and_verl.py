@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -78,32 +79,62 @@ def verl_env(monkeypatch, faulty):
     return faulty
 
 
+def verl_calls(samples: list[dict], infos: list) -> list:
+    """verl's reward loop, as far as our function sees it: every sample's call at once on one loop."""
+    async def calls():
+        return await asyncio.gather(*(verl.compute_score("coco", s["completion"], s["solution"], extra_info=info)
+                                      for s, info in zip(samples, infos)), return_exceptions=True)
+    return asyncio.run(calls())
+
+
 def test_verl_compute_score_returns_the_services_total(service, verl_env):
     sample = detection_sample(2)
-    result = verl.compute_score("coco", sample["completion"], sample["solution"], extra_info={"index": 7})
+    [result] = verl_calls([sample], [{"index": 7}])
     expected = direct_score(service, [sample], rewards=["format", "ap"], weights={"format": 1, "ap": 2})
     assert result == {"score": expected["total"][0], "format": expected["rewards"]["format"][0],
                       "ap": expected["rewards"]["ap"][0]}
 
 
-def test_verl_batch_groups_by_requested_rewards_and_keeps_order(service, verl_env):
-    samples = [detection_sample(i) for i in range(4)]
-    infos = [None, {"rewards": ["od_length"]}, {}, {"rewards": ["od_length"]}]
-    results = verl.compute_score_batch(["coco"] * 4, [s["completion"] for s in samples],
-                                       [s["solution"] for s in samples], infos)
-    assert len(verl_env.seen("/v1/score")) == 2
+def test_verl_concurrent_calls_share_a_request_per_configuration_and_keep_order(service, verl_env):
+    samples = [detection_sample(i) for i in range(6)]
+    infos = [None, {"rewards": ["od_length"]}, {}, {"rewards": ["od_length"]}, None, {}]
+    results = verl_calls(samples, infos)
+    assert len(verl_env.seen("/v1/score")) == 2  # 6 calls, 2 configurations
     default = direct_score(service, samples, rewards=["format", "ap"], weights={"format": 1, "ap": 2})
     od = direct_score(service, samples, rewards=["od_length"])
-    assert [r["score"] for r in results] == [default["total"][0], od["total"][1], default["total"][2], od["total"][3]]
+    assert [r["score"] for r in results] == [default["total"][0], od["total"][1], default["total"][2],
+                                             od["total"][3], default["total"][4], default["total"][5]]
     assert set(results[1]) == {"score", "od_length"}
 
 
+def test_verl_nested_numpy_ground_truth_and_cosine_tokens(service, verl_env):
+    np = pytest.importorskip("numpy")
+    sample = detection_sample(1)
+    truth = np.array([{"bbox_2d": np.array([10, 10, 50, 60]), "label": np.str_("cat")}], dtype=object)
+    async def call():
+        return await verl.compute_score("coco", sample["completion"], truth,
+                                        extra_info={"completion_tokens": np.int64(21)}, rewards="ap,cosine")
+    result = asyncio.run(call())
+    expected = direct_score(service, [{**sample, "completion_tokens": 21}], rewards=["ap", "cosine"])
+    assert result["ap"] == expected["rewards"]["ap"][0] and result["cosine"] == expected["rewards"]["cosine"][0]
+
+
+def test_verl_rescales_ground_truth_given_sizes(service, verl_env):
+    sample = detection_sample(0)  # its prediction matches [10, 10, 50, 60] in the model's pixels
+    original = [{"bbox_2d": [20, 20, 100, 120], "label": "cat"}]  # the same box in a 2x larger image
+    async def call(info):
+        return await verl.compute_score("coco", sample["completion"], original, extra_info=info, rewards="ap")
+    assert asyncio.run(call({"original_size": [200, 240], "input_size": [100, 120]}))["ap"] == pytest.approx(1.0)
+    with pytest.warns(UserWarning, match="outside the 60x70 image the model saw"):
+        asyncio.run(call({"input_size": [60, 70]}))
+
+
 def test_verl_refuses_to_make_up_a_score(verl_env):
-    with pytest.raises(RewardServiceError, match="could not score sample 0"):
-        verl.compute_score("coco", "<answer>None</answer>", UNREADABLE)
+    [failure] = verl_calls([{"completion": "<answer>None</answer>", "solution": UNREADABLE}], [None])
+    assert isinstance(failure, RewardServiceError) and "could not score" in str(failure)
 
 
 def test_verl_needs_a_url(monkeypatch):
     monkeypatch.delenv("REWARD_API_URL", raising=False)
-    with pytest.raises(RewardServiceError, match="REWARD_API_URL is not set"):
-        verl.compute_score("coco", "x", "None")
+    [failure] = verl_calls([{"completion": "x", "solution": "None"}], [None])
+    assert isinstance(failure, RewardServiceError) and "REWARD_API_URL is not set" in str(failure)

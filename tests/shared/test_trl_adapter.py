@@ -255,3 +255,17 @@ def test_the_trainers_per_line_accuracy_reward_reads_each_lines_method_from_one_
     assert formats == expected["format"]
     assert accuracies == [expected[method or "ap"][i] for i, method in enumerate(methods)]
     assert accuracies != expected["ap"] and accuracies != expected["od_length"], "samples do not tell the methods apart"
+
+
+def test_size_columns_rescale_the_ground_truth_and_warn_when_only_the_input_size_is_known(faulty, samples):
+    # detection_sample(0) predicts exactly [10, 10, 50, 60]; the dataset stores it in a 2x larger image
+    sample = samples[0]
+    doubled = [{"bbox_2d": [20, 20, 100, 120], "label": "cat"}]
+    arguments = {**trl_arguments([sample]), "solution": [doubled], "original_size": [[200, 240]],
+                 "input_size": [[100, 120]]}
+    [ap] = call_all(make_reward_functions(AsyncRewardClient(faulty.url, **FAST), ["ap"]), arguments)
+    assert ap == [pytest.approx(1.0)]
+    only_input = {**arguments, "original_size": [None], "input_size": [[60, 70]]}
+    with pytest.warns(UserWarning, match="outside the 60x70 image the model saw"):
+        [ap] = call_all(make_reward_functions(AsyncRewardClient(faulty.url, **FAST), ["ap"]), only_input)
+    assert ap[0] < 1.0

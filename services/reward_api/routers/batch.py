@@ -1,27 +1,28 @@
 """Request-level logic shared by /v1/score and /v1/openrlhf: validate, resolve, score, total.
 
-Everything here is synchronous and runs in the worker's batch thread (routers/deps.BatchRunner):
-parsing a 32 MiB body is CPU work too, and must not stall the event loop. The reward math is the
-engine's; this module only checks the request against the registry and assembles the answer.
+Everything here is synchronous. ``prepare_*`` parse and plan one request (on the event loop for a
+small body, in the worker's batch thread for a large one: routers/deps.py); `score_jobs` scores
+every request waiting at that moment in the batch thread, together. The reward math is the
+engine's; this module only checks requests against the registry and assembles the answers.
 """
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from shared.contract import OpenRLHFRequest, OpenRLHFResponse, Sample, ScoreRequest
+from shared.contract import OpenRLHFRequest, OpenRLHFResponse, Sample, ScoreRequest, trim_end_tokens
 
 from .. import metrics
 from ..engine import registry
 from ..engine.scoring import MAX_LISTED, listed, score_batch
 from ..settings import Settings
 
-# Trailing end-of-text tokens a trainer may leave on an OpenRLHF query (Qwen, Llama 2/3, Phi).
-END_TOKENS = ("<|endoftext|>", "<|im_end|>", "</s>", "<|eot_id|>", "<|end|>")
 
 
 class RequestError(Exception):
@@ -79,10 +80,19 @@ def field_path(loc: tuple) -> str:
 
 
 def resolve(refs: list) -> tuple:
+    """The rewards asked for, resolved. Remembered by their names and versions: a trainer asks for
+    the same set on every request, and one-sample requests must not pay for it each time."""
+    key = tuple(r if isinstance(r, str) else (r.name, r.version) for r in refs)
     try:
-        return tuple(registry.resolve_rewards(refs))
+        return _resolve_key(key)
     except registry.RegistryError as exc:  # unknown reward or version, duplicate; names rewards[i]
         raise RequestError(str(exc)) from None
+
+
+@functools.lru_cache(maxsize=256)
+def _resolve_key(key: tuple) -> tuple:
+    refs = [r if isinstance(r, str) else {"name": r[0], "version": r[1]} for r in key]
+    return tuple(registry.resolve_rewards(refs))
 
 
 def resolve_weights(rewards: tuple, given: dict[str, float] | None, base: dict[str, float]) -> dict[str, float]:
@@ -144,65 +154,176 @@ def totals(plan: Plan, values: dict[str, list], n: int) -> list[float | None]:
     return out
 
 
-def score_samples(endpoint: str, samples: list[Sample], plan: Plan, explain: bool):
+@dataclass
+class Job:
+    """A scoring request parsed and planned, waiting for its turn in the batch thread. Jobs of the
+    same endpoint, reward set, parameters and ``explain`` are scored together (`score_jobs`)."""
+
+    endpoint: str
+    samples: list[Sample]
+    plan: Plan
+    explain: bool = False
+
+    @property
+    def group(self) -> tuple:
+        rewards = tuple((r.name, r.version) for r in self.plan.rewards)
+        return self.endpoint, rewards, orjson.dumps(self.plan.params, option=orjson.OPT_SORT_KEYS), self.explain
+
+
+@dataclass
+class Scored:
+    """One job's share of a coalesced engine call: every list aligned with its samples."""
+
+    values: dict[str, list]
+    errors: list[str | None]
+    details: list | None
+    total: list[float | None]
+
+
+def prepare_score(body: bytes, settings: Settings, defaults: Plan) -> Job:
+    request = parse_body(ScoreRequest, body)
+    job = Job("/v1/score", request.samples, plan_request(request, settings, defaults), request.explain)
+    check_completion_tokens(job)
+    return job
+
+
+def check_completion_tokens(job: Job) -> None:
+    """Checked per request before jobs are merged, so one request without token counts cannot
+    refuse another's samples."""
+    needing = [r.name for r in job.plan.rewards if r.needs_completion_tokens]
+    missing = [i for i, s in enumerate(job.samples) if s.completion_tokens is None] if needing else []
+    if missing:
+        raise RequestError(f"samples[].completion_tokens: required by {', '.join(needing)}, "
+                           f"missing for sample(s) {listed(missing)}")
+
+
+def score_jobs(jobs: list[Job]) -> list[bytes | RequestError]:
+    """The answer (or the 4xx) of every job, one engine call per group of jobs that ask the same."""
+    results: list[bytes | RequestError | None] = [None] * len(jobs)
+    groups: dict[tuple, list[int]] = {}
+    for i, job in enumerate(jobs):
+        groups.setdefault(job.group, []).append(i)
+    for indices in groups.values():
+        members = [jobs[i] for i in indices]
+        try:
+            shares = score_together(members)
+        except RequestError:  # not expected after planning; if it happens, only its request fails
+            shares = [one_alone(job) for job in members]
+        for i, job, share in zip(indices, members, shares, strict=True):
+            results[i] = share if isinstance(share, RequestError) else answer(job, share)
+    return results  # type: ignore[return-value]
+
+
+def one_alone(job: Job) -> Scored | RequestError:
+    try:
+        return score_together([job])[0]
+    except RequestError as exc:
+        return exc
+
+
+def score_together(jobs: list[Job]) -> list[Scored]:
+    samples = [sample for job in jobs for sample in job.samples]
+    plan, explain = jobs[0].plan, jobs[0].explain
     try:
         scores = score_batch(samples, plan.rewards, plan.params, explain)
-    except registry.RegistryError as exc:  # e.g. cosine without completion_tokens: lists the samples
+    except registry.RegistryError as exc:
         raise RequestError(str(exc)) from None
-    metrics.observe_batch(endpoint, len(samples), scores.values, scores.error_reasons, scores.stats)
-    return scores, totals(plan, scores.values, len(samples))
+    metrics.observe_batch(jobs[0].endpoint, len(samples), scores.values, scores.error_reasons, scores.stats)
+    shares, start = [], 0
+    for job in jobs:
+        end = start + len(job.samples)
+        values = {name: column[start:end] for name, column in scores.values.items()}
+        details = None if scores.details is None else scores.details[start:end]
+        shares.append(Scored(values, scores.errors[start:end], details, totals(job.plan, values, end - start)))
+        start = end
+    return shares
 
 
-def score_body(body: bytes, settings: Settings, defaults: Plan) -> bytes:
-    """POST /v1/score, all of it but the I/O: body bytes in, response bytes out."""
-    request = parse_body(ScoreRequest, body)
-    plan = plan_request(request, settings, defaults)
-    scores, total = score_samples("/v1/score", request.samples, plan, request.explain)
+def answer(job: Job, scored: Scored) -> bytes | RequestError:
+    try:
+        return ANSWERS[job.endpoint](job, scored)
+    except RequestError as exc:
+        return exc
+
+
+def score_answer(job: Job, scored: Scored) -> bytes:
     return orjson.dumps({
-        "rewards": {name: scores.values[name] for name in plan.names},
-        "total": total,
-        "versions": {r.name: r.version for r in plan.rewards},
-        "errors": scores.errors,
-        "ids": [s.id for s in request.samples],
-        "details": scores.details,  # None unless explain
+        "rewards": {name: scored.values[name] for name in job.plan.names},
+        "total": scored.total,
+        "versions": {r.name: r.version for r in job.plan.rewards},
+        "errors": scored.errors,
+        "ids": [s.id for s in job.samples],
+        "details": scored.details,  # None unless explain
     })
 
 
 # ---------------------------------------------------------------- OpenRLHF
 
-
-def strip_prompt(query: str, prompt: str, index: int) -> str:
-    if not query.startswith(prompt):
-        raise RequestError(f"query[{index}]: does not start with prompts[{index}], so the completion is unknown")
-    return trim_end_tokens(query[len(prompt):])
-
-
-def trim_end_tokens(text: str) -> str:
-    """Drop trailing end-of-text tokens (and the white space between them). White space the model
-    wrote before the first of them stays: it is part of what the format reward judges."""
-    while True:
-        stripped = text.rstrip()
-        token = next((t for t in END_TOKENS if stripped.endswith(t)), None)
-        if token is None:
-            return text
-        text = stripped[: -len(token)]
+# Placeholders a VLM processor expands to one token per image patch (or video frame patch): the
+# prompt OpenRLHF sends holds one, the query it decoded from the token ids holds the expansion.
+MEDIA_PADS = ("<|image_pad|>", "<|video_pad|>")
+_MEDIA_PAD = re.compile("(" + "|".join(re.escape(p) for p in MEDIA_PADS) + ")")
 
 
-def openrlhf_body(body: bytes, settings: Settings, defaults: Plan) -> bytes:
+def completion_of(query: str, prompt: str, index: int) -> str:
+    """The completion in an OpenRLHF ``query``: what follows its ``prompt``, where each image or video
+    placeholder of the prompt may stand for a run of them in the query, end tokens trimmed."""
+    end = len(prompt) if query.startswith(prompt) else expanded_prompt_end(query, prompt)
+    if end is None:
+        raise RequestError(
+            f"query[{index}]: does not start with prompts[{index}] (image and video pads allowed to expand), "
+            f"so the completion is unknown; send the prompt text the query was tokenised from")
+    return trim_end_tokens(query[end:])
+
+
+def expanded_prompt_end(query: str, prompt: str) -> int | None:
+    """Where ``prompt`` ends in ``query`` if each run of one media pad in the prompt matches a run of
+    one or more of the same pad in the query; None if it does not match. Linear in the query."""
+    at = 0
+    for i, piece in enumerate(_MEDIA_PAD.split(prompt)):
+        if i % 2 == 0:  # text between pads: exactly
+            if not query.startswith(piece, at):
+                return None
+            at += len(piece)
+        elif not query.startswith(piece, at):
+            return None
+        else:
+            while query.startswith(piece, at):
+                at += len(piece)
+    return at
+
+
+def prepare_openrlhf(body: bytes, settings: Settings, defaults: Plan) -> Job:
     request = parse_body(OpenRLHFRequest, body)
     check_size("query", len(request.query), settings)
     samples = [
-        Sample(completion=strip_prompt(q, p, i), solution=label)
+        Sample(completion=completion_of(q, p, i), solution=label)
         for i, (q, p, label) in enumerate(zip(request.query, request.prompts, request.labels))
     ]
-    scores, total = score_samples("/v1/openrlhf", samples, defaults, False)
-    failed = [(i, e) for i, e in enumerate(scores.errors) if e is not None]
+    job = Job("/v1/openrlhf", samples, defaults)
+    check_completion_tokens(job)
+    return job
+
+
+def openrlhf_answer(job: Job, scored: Scored) -> bytes:
+    failed = [(i, e) for i, e in enumerate(scored.errors) if e is not None]
     if failed:
         # OpenRLHF has no way to carry "not scored"; a 0 would silently train on a wrong reward.
         reasons = "; ".join(f"labels[{i}]: {e}" for i, e in failed[:MAX_LISTED])
         raise RequestError(f"samples {listed([i for i, _ in failed])} cannot be scored: {reasons}")
-    response = OpenRLHFResponse(rewards=total, scores=total, extra_logs={n: scores.values[n] for n in defaults.names})
+    response = OpenRLHFResponse(rewards=scored.total, scores=normalised(job.plan, scored.total),
+                                extra_logs={n: scored.values[n] for n in job.plan.names})
     return orjson.dumps(response.model_dump())
+
+
+def normalised(plan: Plan, total: list[float]) -> list[float]:
+    """``total`` divided by the sum of the absolute weights: in [0, 1] when every reward is (the
+    default set: format, od_length, ap), which is OpenRLHF's default ``--algo.dynamic_filtering_range``."""
+    scale = sum(abs(w) for w in plan.weights.values())
+    return [t / scale for t in total] if scale > 0 else list(total)
+
+
+ANSWERS = {"/v1/score": score_answer, "/v1/openrlhf": openrlhf_answer}
 
 
 # ---------------------------------------------------------------- readiness

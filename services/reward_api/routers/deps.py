@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+from collections import deque
 from collections.abc import Callable
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
-import anyio
 import orjson
 from fastapi import HTTPException, Request
 from pydantic import BaseModel
@@ -19,6 +20,10 @@ from ..settings import Settings
 
 T = TypeVar("T")
 
+# Bodies up to this size are parsed on the event loop (well under a millisecond: cheaper than the
+# hop to the batch thread, which is most of a one-sample request's cost); larger ones in the thread.
+INLINE_PARSE_BYTES = 64 * 1024
+
 
 class JSONBytes(Response):
     """JSON rendered by orjson (several times faster than json.dumps on large batches)."""
@@ -29,11 +34,11 @@ class JSONBytes(Response):
         return content if isinstance(content, bytes) else orjson.dumps(content)
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def require_token(request: Request) -> None:
+async def require_token(request: Request) -> None:
     """401 unless the request carries ``Authorization: Bearer <REWARD_API_TOKEN>`` (when one is set)."""
     token = request.app.state.settings.token
     if token is None:
@@ -49,44 +54,129 @@ def require_token(request: Request) -> None:
 
 
 class Overloaded(Exception):
-    """This worker already holds its limit of pending batches; answered 503 with Retry-After."""
+    """A request waited ``queue_wait_seconds`` for room in this worker's queue; answered 503 with
+    Retry-After. ``what`` names the budget that was full."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
 
 
-class BatchRunner:
-    """Runs CPU-bound batch work off the event loop, one batch at a time per worker.
+class BodyTimeout(Exception):
+    """The body was not received within ``body_read_seconds``; answered 408."""
 
-    One thread is enough: the work holds the GIL, so more threads would only interleave batches
-    and make every one of them slower. At most ``max_pending`` batches may be running or waiting;
-    the next one is refused at once (never an unbounded queue), so a trainer sees back-pressure
-    and /healthz stays answered.
-    """
 
-    def __init__(self, max_pending: int) -> None:
-        self.max_pending = max_pending
-        self.pending = 0
-        self._limiter = anyio.CapacityLimiter(1)
+class Budget:
+    """A quantity this worker may hold at once (body bytes, queued samples). A request takes its
+    share before it holds it and gives it back when done; when the budget is full it waits, in
+    arrival order, up to ``wait_seconds``, then `Overloaded`. A share larger than the whole budget
+    waits until the worker is idle and is then taken alone, so one legal request is never refused."""
+
+    def __init__(self, name: str, capacity: int, wait_seconds: float) -> None:
+        self.name, self.capacity, self.wait_seconds = name, capacity, wait_seconds
+        self.used = 0
+        self._waiters: deque[tuple[int, asyncio.Future]] = deque()
+
+    async def take(self, amount: int) -> int:
+        amount = min(amount, self.capacity)
+        if not self._waiters and self.used + amount <= self.capacity:
+            self.used += amount  # the fast path: no await, so nothing can interleave
+            return amount
+        ticket = asyncio.get_running_loop().create_future()
+        self._waiters.append((amount, ticket))
+        try:
+            await asyncio.wait_for(asyncio.shield(ticket), self.wait_seconds)
+        except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
+            if ticket.done() and not ticket.cancelled():
+                self.give(amount)  # granted in the same instant as the timeout: hand it on
+            else:
+                ticket.cancel()
+            self._wake()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise Overloaded(self.name) from None
+        return amount
+
+    def give(self, amount: int) -> None:
+        self.used -= amount
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters:
+            amount, ticket = self._waiters[0]
+            if ticket.done():  # gave up waiting
+                self._waiters.popleft()
+                continue
+            if self.used + amount > self.capacity:
+                return
+            self._waiters.popleft()
+            self.used += amount
+            ticket.set_result(None)
 
     @asynccontextmanager
-    async def slot(self):
-        # Checked and taken without an await in between: the event loop is single-threaded.
-        if self.pending >= self.max_pending:
-            raise Overloaded
-        self.pending += 1
+    async def hold(self, amount: int):
+        taken = await self.take(amount)
         try:
             yield
         finally:
-            self.pending -= 1
+            self.give(taken)
+
+
+class BatchRunner:
+    """Per worker: admission, and the one thread that does CPU-bound work off the event loop.
+
+    One thread is enough: the work holds the GIL, so more threads would only interleave batches.
+    Admission (no 503 at a fixed number of requests): a request holds its body's bytes from before
+    it is read and its samples from when they are parsed until they are scored; when a budget is
+    full it waits up to ``queue_wait_seconds``. Scoring requests that arrive while the thread is
+    busy are coalesced: the next unit of work scores all of them at once (one thread hop, one
+    engine call per reward set), so a caller sending one sample per request costs little more per
+    sample than one sending a batch.
+    """
+
+    def __init__(self, max_queued_bytes: int, max_queued_samples: int, queue_wait_seconds: float) -> None:
+        self.bytes = Budget("body bytes (REWARD_API_MAX_QUEUED_BYTES)", max_queued_bytes, queue_wait_seconds)
+        self.samples = Budget("samples (REWARD_API_MAX_QUEUED_SAMPLES)", max_queued_samples, queue_wait_seconds)
+        self._turn = asyncio.Lock()  # FIFO: one unit of work in the thread at a time
+        self._queues: dict[Callable, list[tuple[Any, asyncio.Future]]] = {}
+        self._flushes: set[asyncio.Task] = set()
 
     async def run(self, fn: Callable[..., T], *args) -> T:
-        return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+        """``fn(*args)`` in the batch thread, after the units before it."""
+        async with self._turn:
+            return await asyncio.to_thread(fn, *args)
+
+    def submit(self, fn: Callable[[list], list], item: Any) -> asyncio.Future:
+        """The future of ``fn(items)[i]`` for this ``item``, where ``items`` are all the items given
+        for ``fn`` while the thread was busy (one unit of work: coalesced)."""
+        future = asyncio.get_running_loop().create_future()
+        queue = self._queues.setdefault(fn, [])
+        queue.append((item, future))
+        if len(queue) == 1:  # the first of a new unit: start the task that runs it
+            task = asyncio.ensure_future(self._flush(fn))
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+        return future
+
+    async def _flush(self, fn: Callable[[list], list]) -> None:
+        async with self._turn:
+            unit = self._queues.pop(fn)  # everything that arrived while we waited for our turn
+            try:
+                results = await asyncio.to_thread(fn, [item for item, _ in unit])
+            except Exception as exc:  # unexpected: every caller of the unit gets it (a 500, logged)
+                results = [exc] * len(unit)
+        for (_, future), result in zip(unit, results, strict=True):
+            if not future.done():
+                future.set_result(result)
 
 
-def get_runner(request: Request) -> BatchRunner:
+async def get_runner(request: Request) -> BatchRunner:
     return request.app.state.runner
 
 
 # The answers a batch endpoint may give besides 200, for the OpenAPI document.
-BATCH_ERRORS = {413: {"model": ErrorBody}, 422: {"model": ErrorBody}, 503: {"model": ErrorBody}}
+BATCH_ERRORS = {408: {"model": ErrorBody}, 413: {"model": ErrorBody}, 422: {"model": ErrorBody},
+                503: {"model": ErrorBody}}
 
 
 def json_body_schema(model: type[BaseModel]) -> dict:
@@ -95,9 +185,52 @@ def json_body_schema(model: type[BaseModel]) -> dict:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
 
 
+@asynccontextmanager
+async def received_body(request: Request, runner: BatchRunner):
+    """The whole body, read within ``body_read_seconds``, each chunk counted against the worker's
+    byte budget as it arrives (and given back when the request is answered). Only bytes really
+    received are held, and nothing else is held while they arrive: a stalled or trickling upload
+    delays no one and is cut off at the deadline. Where the budget is full, reading pauses (TCP
+    pushes back on the sender) until there is room or the queue wait is over (503)."""
+    settings = request.app.state.settings
+    chunks: list[bytes] = []
+    held = 0
+    try:
+        try:
+            async with asyncio.timeout(settings.body_read_seconds):
+                async for chunk in request.stream():
+                    if chunk:
+                        held += await runner.bytes.take(len(chunk))
+                        chunks.append(chunk)
+        except TimeoutError:
+            raise BodyTimeout from None
+        yield b"".join(chunks)
+    finally:
+        runner.bytes.give(held)
+
+
 async def run_on_body(request: Request, runner: BatchRunner, work: Callable[..., bytes], *args) -> Response:
-    """``work(body, *args)`` in the batch thread, its bytes answered as JSON. The slot is taken before
-    the body is read: a full queue is a 503 at once, without receiving the upload."""
-    async with runner.slot():
-        body = await request.body()
+    """``work(body, *args)`` in the batch thread once the body is in, its bytes answered as JSON."""
+    async with received_body(request, runner) as body:
         return JSONBytes(await runner.run(work, body, *args))
+
+
+async def score_on_body(request: Request, runner: BatchRunner, prepare: Callable[[bytes], Any],
+                        score: Callable[[list], list]) -> Response:
+    """A scoring request: the body read, parsed and planned by ``prepare`` (in the batch thread for a
+    large body, where parsing is real work, else right here), its samples admitted, then scored by
+    ``score`` together with whatever else is waiting."""
+    async with received_body(request, runner) as body:
+        if len(body) > INLINE_PARSE_BYTES:
+            job = await runner.run(prepare, body)
+        else:
+            job = prepare(body)
+        taken = await runner.samples.take(len(job.samples))
+        scored = runner.submit(score, job)
+        # Given back when the unit is done, not when this caller is: samples of a caller that went
+        # away are still queued or being scored.
+        scored.add_done_callback(lambda _: runner.samples.give(taken))
+        result = await asyncio.shield(scored)
+        if isinstance(result, BaseException):  # this request's 4xx (or an unexpected error: a 500)
+            raise result
+        return JSONBytes(result)

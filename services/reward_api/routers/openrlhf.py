@@ -1,14 +1,21 @@
-"""POST /v1/openrlhf: drop-in for OpenRLHF's remote reward model (--remote_rm_url)."""
+"""POST /v1/openrlhf: drop-in for OpenRLHF's remote reward model (``--reward.remote_url``).
+
+OpenRLHF >= 0.10 posts one sample per request right after its generation (query = the decoded
+prompt + response, image and video pads expanded); older releases post the whole rollout batch.
+Both are scored here: concurrent one-sample requests are coalesced in the worker (routers/deps.py).
+"""
 
 from __future__ import annotations
+
+from functools import partial
 
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from shared.contract import OpenRLHFRequest, OpenRLHFResponse
 
-from .batch import openrlhf_body
-from .deps import BATCH_ERRORS, BatchRunner, get_runner, json_body_schema, run_on_body
+from .batch import prepare_openrlhf, score_jobs
+from .deps import BATCH_ERRORS, BatchRunner, get_runner, json_body_schema, score_on_body
 
 router = APIRouter(tags=["rewards"])
 
@@ -16,6 +23,8 @@ router = APIRouter(tags=["rewards"])
 @router.post("/openrlhf", response_model=OpenRLHFResponse, responses=BATCH_ERRORS,
              openapi_extra=json_body_schema(OpenRLHFRequest))
 async def openrlhf(request: Request, runner: BatchRunner = Depends(get_runner)) -> Response:
-    """Rewards are the weighted total of the server's default rewards; extra_logs has each one."""
+    """``rewards``: the weighted total of the server's default rewards; ``scores``: the same divided by
+    the sum of the weights' magnitudes (in [0, 1] for the default set); ``extra_logs``: each reward."""
     state = request.app.state
-    return await run_on_body(request, runner, openrlhf_body, state.settings, state.defaults)
+    return await score_on_body(request, runner, partial(prepare_openrlhf, settings=state.settings,
+                                                        defaults=state.defaults), score_jobs)

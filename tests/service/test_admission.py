@@ -1,0 +1,138 @@
+"""Admission: a slot is taken only once the body is in, a body must arrive within its deadline,
+and requests beyond the queued-samples budget wait for room instead of being refused."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+
+import httpx
+import pytest
+
+from services.reward_api.local import LocalService
+
+from .test_score import CAT, completion, solution
+
+
+@pytest.fixture(scope="module")
+def tight():
+    env = {"REWARD_API_BODY_READ_SECONDS": "2", "REWARD_API_MAX_QUEUED_SAMPLES": "20",
+           "REWARD_API_MAX_BODY_BYTES": "1048576", "REWARD_API_MAX_QUEUED_BYTES": "1048576",
+           "REWARD_API_QUEUE_WAIT_SECONDS": "30", "REWARD_API_LOG_LEVEL": "warning"}
+    with LocalService.start(workers=1, env=env) as running:
+        yield running
+
+
+def stalled_upload(server: LocalService) -> socket.socket:
+    """Headers of a 1 MB body (the whole byte budget, were it reserved from Content-Length), then
+    one byte of it, then nothing."""
+    conn = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    conn.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 1000000\r\n\r\n{")
+    return conn
+
+
+def read_until_closed(conn: socket.socket) -> str:
+    reply = b""
+    while chunk := conn.recv(4096):
+        reply += chunk
+    return reply.decode(errors="replace")
+
+
+def one_sample() -> dict:
+    return {"samples": [{"completion": completion([CAT]), "solution": solution([CAT])}], "rewards": ["format", "ap"]}
+
+
+def test_stalled_uploads_block_no_one_and_are_cut_off(tight):
+    stalled = [stalled_upload(tight) for _ in range(24)]  # 3x the old 8-slot limit
+    try:
+        time.sleep(0.3)
+        start = time.perf_counter()
+        answer = httpx.post(tight.url + "/v1/score", json=one_sample(), timeout=10)
+        assert answer.status_code == 200 and time.perf_counter() - start < 2.0, answer.text
+        replies = [read_until_closed(conn) for conn in stalled]  # after the 2 s deadline
+    finally:
+        for conn in stalled:
+            conn.close()
+    assert all(r.startswith("HTTP/1.1 408") and "REWARD_API_BODY_READ_SECONDS" in r for r in replies), replies[0]
+    assert "POST /v1/score answered 408" in tight.log()
+
+
+def test_requests_beyond_the_budgets_wait_instead_of_503(tight):
+    body = json.dumps({"samples": [{"completion": completion([CAT]) * 30, "solution": solution([CAT])}] * 10,
+                       "rewards": ["format", "ap", "od_length", "repetition"]})
+
+    async def burst():
+        async with httpx.AsyncClient(base_url=tight.url, timeout=60) as client:
+            posts = [client.post("/v1/score", content=body, headers={"content-type": "application/json"})
+                     for _ in range(40)]  # 400 samples against a budget of 20, 1.5 MB against 1 MiB
+            return await asyncio.gather(*posts)
+
+    answers = asyncio.run(burst())
+    assert [a.status_code for a in answers] == [200] * 40
+    assert all(len(a.json()["total"]) == 10 for a in answers)
+
+
+# ---------------------------------------------------------------- the budget itself (no server)
+
+from services.reward_api.routers.deps import Budget, Overloaded  # noqa: E402
+
+
+def test_budget_grants_in_arrival_order_and_times_out_with_its_name():
+    async def scenario():
+        budget = Budget("samples (X)", capacity=10, wait_seconds=0.2)
+        order = []
+        first = await budget.take(8)
+
+        async def waiter(name, amount):
+            await budget.take(amount)
+            order.append(name)
+
+        big = asyncio.ensure_future(waiter("big", 9))  # waits for room
+        await asyncio.sleep(0)
+        small = asyncio.ensure_future(waiter("small", 1))  # would fit now, but arrived later: waits its turn
+        await asyncio.sleep(0.05)
+        assert order == [] and budget.used == 8
+        budget.give(first)
+        await asyncio.gather(big, small)
+        assert order == ["big", "small"] and budget.used == 10
+        with pytest.raises(Overloaded) as refused:
+            await budget.take(1)
+        assert refused.value.what == "samples (X)" and budget.used == 10
+
+    asyncio.run(scenario())
+
+
+def test_a_request_larger_than_the_budget_runs_alone():
+    async def scenario():
+        budget = Budget("bytes", capacity=10, wait_seconds=1)
+        taken = await budget.take(50)
+        assert taken == 10 and budget.used == 10
+        budget.give(taken)
+        assert budget.used == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_waiter_that_gives_up_leaves_no_trace():
+    async def scenario():
+        budget = Budget("bytes", capacity=4, wait_seconds=5)
+        held = await budget.take(4)
+        gone = asyncio.ensure_future(budget.take(2))
+        await asyncio.sleep(0.01)
+        gone.cancel()
+        await asyncio.gather(gone, return_exceptions=True)
+        budget.give(held)
+        assert budget.used == 0 and await budget.take(4) == 4
+
+    asyncio.run(scenario())
+
+
+def test_the_byte_budget_must_hold_one_whole_body():
+    from services.reward_api.settings import Settings, SettingsError
+
+    with pytest.raises(SettingsError, match="MAX_QUEUED_BYTES .* must be at least REWARD_API_MAX_BODY_BYTES"):
+        Settings(max_body_bytes=2048, max_queued_bytes=1024)
+    assert Settings().max_queued_bytes >= Settings().max_body_bytes
