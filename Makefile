@@ -10,6 +10,10 @@ WORKERS ?= 1
 # Every version, transitive ones included, pinned with its sha256: the venv, the images and CI install
 # this. pyproject.toml pins the direct dependencies; `make lock` derives the rest.
 LOCK   := requirements.lock
+# The frameworks tests/integrations runs (extra `integrations`): pinned with hashes but without their
+# own dependencies, which would pull CUDA wheels, deepspeed and flash-attn.
+INTEGRATIONS_LOCK := requirements-integrations.lock
+LOCK_EXTRAS := --extra service --extra trainer --extra test --extra deploy --extra dev
 IMAGE_LOCKS := deploy/reward-api/requirements.txt deploy/trainer/requirements.txt
 # The lock tool, at the version pyproject.toml pins (extra `dev`).
 UV_PIN := $(shell grep -o '"uv==[^"]*"' pyproject.toml | tr -d '"')
@@ -25,9 +29,10 @@ LINT_PATHS := services shared trainer
 
 # Exactly the lock (no resolver: --no-deps, every file checked against its hash), then the project
 # itself, editable, with the lock's setuptools.
-$(STAMP): $(LOCK) pyproject.toml
+$(STAMP): $(LOCK) $(INTEGRATIONS_LOCK) pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --require-hashes --no-deps --only-binary=:all: -r $(LOCK)
+	$(PIP) install -q --require-hashes --no-deps -r $(INTEGRATIONS_LOCK)
 	$(PIP) install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
@@ -39,14 +44,17 @@ install: $(STAMP)
 lock:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q $(UV_PIN)
-	$(VENV)/bin/uv pip compile pyproject.toml --all-extras --generate-hashes $(UV_COMPILE) -o $(LOCK)
+	$(VENV)/bin/uv pip compile pyproject.toml $(LOCK_EXTRAS) --generate-hashes $(UV_COMPILE) -o $(LOCK)
+	$(PY) -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['integrations']))" \
+		> $(VENV)/integrations.in
+	$(VENV)/bin/uv pip compile $(VENV)/integrations.in --no-deps --generate-hashes $(UV_COMPILE) -o $(INTEGRATIONS_LOCK)
 	$(VENV)/bin/uv pip compile pyproject.toml --extra service --generate-hashes -c $(LOCK) $(UV_COMPILE) \
 		-o deploy/reward-api/requirements.txt
 	$(VENV)/bin/uv pip compile pyproject.toml --extra trainer --no-emit-package torch -c $(LOCK) $(UV_COMPILE) \
 		-o deploy/trainer/requirements.txt
 	@! grep -nE '^(nvidia-|triton)|^torch==.*\+cu' $(LOCK) $(IMAGE_LOCKS) \
 		|| { echo "CUDA packages in the lock: is $(WHEELS) missing the CPU torch wheel?" >&2; exit 1; }
-	@echo "wrote $(LOCK) and $(IMAGE_LOCKS); now: make install"
+	@echo "wrote $(LOCK), $(INTEGRATIONS_LOCK) and $(IMAGE_LOCKS); now: make install"
 
 # ruff (lint + format) and mypy on the code; every check runs, the target fails if any failed.
 lint: $(STAMP)

@@ -18,6 +18,8 @@ from packaging.utils import canonicalize_name
 from .conftest import DEPLOY, ROOT
 
 LOCK = ROOT / "requirements.lock"
+INTEGRATIONS_LOCK = ROOT / "requirements-integrations.lock"  # locked without their dependencies
+INTEGRATIONS = "integrations"
 REWARD_IMAGE = DEPLOY / "reward-api" / "requirements.txt"
 TRAINER_IMAGE = DEPLOY / "trainer" / "requirements.txt"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -54,7 +56,7 @@ def public(version: str) -> str:
 
 def test_every_pin_of_pyproject_is_in_the_lock():
     lock = pins(LOCK)
-    extras = PYPROJECT["project"]["optional-dependencies"]
+    extras = [extra for extra in PYPROJECT["project"]["optional-dependencies"] if extra != INTEGRATIONS]
     build = [Requirement(r) for r in PYPROJECT["build-system"]["requires"]]
     stale = {}
     for req in direct(*extras) + build:
@@ -64,6 +66,17 @@ def test_every_pin_of_pyproject_is_in_the_lock():
         if public(have) != spec.version:
             stale[req.name] = (spec.version, have)
     assert not stale, f"requirements.lock is stale (pyproject pin, lock): {stale}. Run: make lock"
+
+
+def test_the_frameworks_are_locked_apart_exactly_as_pinned_and_share_nothing_with_the_lock():
+    """The integrations extra is locked alone, without the frameworks' own dependencies (CUDA wheels,
+    deepspeed): exactly pyproject's pins, each with its hash, none also in requirements.lock."""
+    locked = pins(INTEGRATIONS_LOCK)
+    pinned = {canonicalize_name(r.name): str(next(iter(r.specifier)).version)
+              for r in (Requirement(x) for x in PYPROJECT["project"]["optional-dependencies"][INTEGRATIONS])}
+    assert {name: version for name, (version, _) in locked.items()} == pinned, "Run: make lock"
+    assert all(hashes for _, hashes in locked.values())
+    assert not set(locked) & set(pins(LOCK)), "a package pinned in both locks"
 
 
 def test_every_locked_file_is_checked_by_its_hash_and_torch_is_the_cpu_build():
@@ -112,11 +125,11 @@ def test_trainer_image_has_its_extra_but_leaves_torch_to_the_base_image():
 
 def test_the_venv_is_the_lock():
     wrong = {}
-    for name, (version, _) in pins(LOCK).items():
+    for name, (version, _) in (pins(LOCK) | pins(INTEGRATIONS_LOCK)).items():
         try:
             have = metadata.version(name)
         except metadata.PackageNotFoundError:
             have = "absent"
         if have != version:
             wrong[name] = (version, have)
-    assert not wrong, f"the venv is not requirements.lock (lock, venv): {wrong}. Run: make install"
+    assert not wrong, f"the venv is not the locks (lock, venv): {wrong}. Run: make install"
