@@ -84,16 +84,21 @@ class HeldOutArguments:
     )
 
 
-def heldout_callback(options: HeldOutArguments, processor: Any, client: Any, output_dir: str | Path, template: str):
-    """The `HeldOutEvaluation` the options ask for, or None without ``--heldout_data``."""
+def heldout_callback(options: Any, processor: Any, output_dir: str | Path, template: str):
+    """The `HeldOutEvaluation` the options (`HeldOutArguments` and `ServiceArguments`) ask for, or
+    None without ``--heldout_data``."""
     if not options.heldout_data:
         return None
+    from shared.client import RewardClient
     from trainer import data
     from trainer.callbacks import HeldOutEvaluation
     from trainer.evaluate import asked_categories
 
     examples = data.read_vlm_r1(options.heldout_data, options.heldout_images, processor.image_processor,
                                 options.heldout_max_samples)
+    settings = options.client_settings()
+    settings["timeout"] = max(settings["timeout"], 600.0)  # one /v1/evaluate call scores the whole set
+    client = RewardClient(options.urls(), token=options.token(), **settings)
     return HeldOutEvaluation(
         examples, processor, client, output_dir, options.heldout_every_steps, template,
         asked_categories(options.heldout_data, options.heldout_max_samples),

@@ -69,10 +69,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from trainer.model import load_model, load_processor
     from trainer.options import heldout_callback
     from trainer.telemetry import Telemetry, TelemetryCallback
-    from trainer.train import _evaluation_client, load_training_data, run_training
+    from trainer.train import load_training_data, run_training
 
     options, args, model_args = parse_arguments(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per reward request otherwise
     processor = load_processor(model_args.model_name_or_path, options.min_pixels, options.max_pixels)
     examples, _ = load_training_data(options, processor)
     dataset = build_sft_dataset(examples, options.question_template, options.thinking)
@@ -80,10 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     summary = TelemetryCallback(Telemetry(), args.output_dir, [])  # train_summary.json, as GRPO writes it
     callbacks = [summary, NonFiniteGuard(), TimeLimit(options.max_seconds)]
-    heldout = None
-    if options.heldout_data:
-        heldout = heldout_callback(options, processor, _evaluation_client(options), args.output_dir,
-                                   options.question_template)
+    heldout = heldout_callback(options, processor, args.output_dir, options.question_template)
+    if heldout is not None:
         callbacks.insert(0, heldout)  # before the summary: its last round is in train_summary.json
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
                          callbacks=callbacks)

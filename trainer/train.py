@@ -270,6 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     od, args, model_args = parse_arguments(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per reward request otherwise
     names = [parse_reward(spec)[0] for spec in od.rewards]
     is_main = _is_main_process()
     catalogue = describe_service(od)
@@ -306,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     summary = TelemetryCallback(telemetry, args.output_dir, names)
     callbacks = [summary, NonFiniteGuard(), TimeLimit(od.max_seconds)]
-    heldout = heldout_callback(od, processor, _evaluation_client(od), args.output_dir, od.question_template)
+    heldout = heldout_callback(od, processor, args.output_dir, od.question_template)
     if heldout is not None:
         callbacks.insert(0, heldout)  # before the summary: its last round is in train_summary.json
     trainer = GRPOTrainer(
@@ -336,14 +337,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             output_dir / "train_summary.json",
         )
     return 0
-
-
-def _evaluation_client(service: ServiceArguments):
-    from shared.client import RewardClient
-
-    settings = service.client_settings()
-    settings["timeout"] = max(settings["timeout"], 600.0)  # one /v1/evaluate call scores the whole set
-    return RewardClient(service.urls(), token=service.token(), **settings)
 
 
 def _is_main_process() -> bool:
