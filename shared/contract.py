@@ -62,8 +62,8 @@ class ScoreRequest(_Strict):
 class ScoreResponse(BaseModel):
     """Every list is aligned with the request's samples; ``None`` means "not scored", never 0."""
 
-    rewards: dict[str, list[float | None]]
-    total: list[float | None]
+    rewards: dict[str, list[FiniteFloat | None]]
+    total: list[FiniteFloat | None]
     versions: dict[str, str]
     errors: list[str | None]
     ids: list[CallerId | None]
