@@ -53,7 +53,8 @@ class Sample(_Strict):
 
 class ScoreRequest(_Strict):
     samples: list[Sample]
-    rewards: list[StrictStr | RewardRef] | None = None
+    # At least one: an empty list would be scored as nothing and total 0 for every sample.
+    rewards: Annotated[list[StrictStr | RewardRef], Field(min_length=1)] | None = None
     weights: dict[str, FiniteFloat] | None = None
     params: dict[str, dict[str, FiniteFloat]] | None = None
     explain: StrictBool = False

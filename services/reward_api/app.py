@@ -1,29 +1,30 @@
 """create_app(settings): the FastAPI application.
 
 Thin on purpose: routers (one list below), dependencies (routers/deps.py), two pure ASGI
-middlewares (body-size limit, request metrics) and error handlers that always answer JSON.
+middlewares (body-size limit, request metrics) and one handler for the service's domain errors
+(errors.ServiceError); FastAPI's own handlers answer its HTTP and validation errors in the same
+``{"detail": ...}`` shape. Anything else is a logged 500 that leaks no internals.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from contextlib import asynccontextmanager
 
-import orjson
-from fastapi import APIRouter, Depends, FastAPI, HTTPException
-from fastapi.exceptions import RequestValidationError
-from starlette.requests import Request
+from fastapi import APIRouter, Depends, FastAPI
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.contract import API_PREFIX
 
 from . import metrics
+from .errors import BodyTooLarge, ServiceError
+from .responses import JSONBytes, encode_json
 from .routers import catalog, evaluate, health, openrlhf, score
 from .routers.batch import RequestError, resolve_default_rewards
-from .routers.deps import BatchRunner, JSONBytes, Overloaded, require_token
+from .routers.deps import BatchRunner, require_token
 from .settings import Settings, SettingsError
 
 log = logging.getLogger("reward_api")
@@ -32,6 +33,8 @@ log = logging.getLogger("reward_api")
 V1_ROUTERS: list[APIRouter] = [score.router, openrlhf.router, catalog.router, evaluate.router]
 # Operational endpoints stay open: probes and Prometheus carry no token.
 OPEN_ROUTERS: list[APIRouter] = [health.router]
+# nginx's name for "the client closed the connection before the answer": not a server error.
+CLIENT_CLOSED = 499
 
 
 def resolve_defaults(settings: Settings):
@@ -53,12 +56,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.defaults = resolve_defaults(settings)
-    app.state.runner = BatchRunner(settings.max_pending_batches)
+    app.state.runner = BatchRunner(settings.max_pending_batches, settings.retry_after_seconds)
     for router in V1_ROUTERS:
         app.include_router(router, prefix=API_PREFIX, dependencies=[Depends(require_token)])
     for router in OPEN_ROUTERS:
         app.include_router(router)
-    _add_error_handlers(app)
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(ClientDisconnect, _client_disconnected)
+    app.add_exception_handler(Exception, _unexpected)
     # The last added is the outermost: metrics see every answer, the 413s included, and the size
     # check runs before anything reads the body.
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
@@ -73,46 +78,32 @@ def _endpoint_paths() -> set[str]:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI):
+    folded = metrics.fold_dead_workers()
+    if folded:
+        log.info("folded %d metrics files of workers that are gone into the archive", folded)
     registration = health.register_worker()
     try:
         yield
     finally:
         health.unregister_worker(registration)
-        metrics.mark_dead(os.getpid())
 
 
-def _add_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(RequestError)
-    async def _request_error(request: Request, exc: RequestError) -> Response:
-        return JSONBytes({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
-
-    @app.exception_handler(HTTPException)
-    async def _http_error(request: Request, exc: HTTPException) -> Response:
-        return JSONBytes({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
-        # Only reached for query/path parameters: bodies are validated in routers/batch.py.
-        return JSONBytes({"detail": exc.errors()}, status_code=422)
-
-    @app.exception_handler(Overloaded)
-    async def _overloaded(request: Request, exc: Overloaded) -> Response:
-        seconds = request.app.state.settings.retry_after_seconds
-        return JSONBytes(
-            {"detail": f"overloaded: this worker already holds {request.app.state.runner.max_pending} "
-                       f"pending batches; retry after {seconds} s"},
-            status_code=503, headers={"Retry-After": str(seconds)},
-        )
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unexpected error answering %s %s", request.method, request.url.path)
-        return JSONBytes({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
+async def _service_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ServiceError)
+    if exc.status_code != 503:  # the caller's to fix: say why here too, not only to the caller
+        log.info("%s %s answered %d: %s", request.method, request.url.path, exc.status_code, exc.detail[:500])
+    return JSONBytes({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
-class BodyTooLarge(HTTPException):
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"request body larger than the limit of {limit} bytes (REWARD_API_MAX_BODY_BYTES)")
+async def _client_disconnected(request: Request, exc: Exception) -> Response:
+    # The client went away mid-upload: nobody reads this answer; counted as 499, not as a 500.
+    log.info("%s %s: the client disconnected before its request was read", request.method, request.url.path)
+    return Response(status_code=CLIENT_CLOSED)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error answering %s %s", request.method, request.url.path)
+    return JSONBytes({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
 
 
 class BodyLimitMiddleware:
@@ -164,7 +155,7 @@ def _content_length(scope: Scope) -> int | None:
 
 
 async def _send_json(send: Send, status: int, body: dict) -> None:
-    payload = orjson.dumps(body)
+    payload = encode_json(body)
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(payload)).encode()), (b"connection", b"close")]})

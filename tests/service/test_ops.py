@@ -75,7 +75,8 @@ def test_unknown_path_is_json_404(server):
 
 
 @pytest.mark.parametrize("env, message", [
-    ({"REWARD_API_MAX_SAMPLES": "many"}, "REWARD_API_MAX_SAMPLES must be an integer"),
+    ({"REWARD_API_MAX_SAMPLES": "many"}, "REWARD_API_MAX_SAMPLES (--max-samples): Input should be a valid integer"),
+    ({"REWARD_API_LOG_LEVEL": "loud"}, "REWARD_API_LOG_LEVEL"),
     ({"REWARD_API_WORKERS": "0"}, "REWARD_API_WORKERS"),
     ({"REWARD_API_DEFAULT_REWARDS": "format,nope"}, "nope"),
     ({"REWARD_API_DEFAULT_WEIGHTS": "repetition=1"}, "DEFAULT_WEIGHTS"),
@@ -132,4 +133,4 @@ def test_every_setting_has_a_flag_that_beats_its_variable():
 def test_a_bad_flag_names_itself():
     done = subprocess.run([sys.executable, "-m", "services.reward_api", "--max-samples", "many"],
                           capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2 and "--max-samples must be an integer" in done.stderr, done.stderr
+    assert done.returncode == 2 and "(--max-samples): Input should be a valid integer" in done.stderr, done.stderr

@@ -115,11 +115,14 @@ def read_predictions(completion: str) -> Predictions:
     return Predictions(parsed.answer is not None, tuple(p.label for p in predictions), boxes, valid)
 
 
-def read_ground_truth(solution, index: int) -> GroundTruthBoxes:
+def read_ground_truth(solution, index: int, max_boxes: int | None = None) -> GroundTruthBoxes:
     try:
         truth = parse_solution(solution)
     except SolutionError as exc:
         raise EvaluationInputError(f"images[{index}].solution: {exc}") from None
+    if max_boxes is not None and truth.n > max_boxes:
+        raise EvaluationInputError(f"images[{index}].solution: {truth.n} boxes, more than the limit of {max_boxes} "
+                                   "per ground truth (REWARD_API_MAX_GT_BOXES)")
     boxes = np.asarray(truth.boxes, dtype=np.float64).reshape(-1, 4)
     return GroundTruthBoxes(tuple(truth.labels), boxes)
 
@@ -263,9 +266,10 @@ class _Tally:
 
 
 def evaluate_dataset(images: Sequence[tuple[str, object]], categories: Sequence[str] | None = None,
-                     max_categories: int | None = None) -> EvaluationResult:
-    """Every metric of the set. images: (completion, solution) pairs in image order."""
-    truths = [read_ground_truth(solution, i) for i, (_, solution) in enumerate(images)]
+                     max_categories: int | None = None, max_gt_boxes: int | None = None) -> EvaluationResult:
+    """Every metric of the set. images: (completion, solution) pairs in image order. The limits
+    (None: none) bound the work: categories of the set, boxes of one image's ground truth."""
+    truths = [read_ground_truth(solution, i, max_gt_boxes) for i, (_, solution) in enumerate(images)]
     names = resolve_categories(truths, categories, max_categories)
     index = {name: k for k, name in enumerate(names)}
     preds = [read_predictions(completion) for completion, _ in images]

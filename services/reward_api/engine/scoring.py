@@ -21,6 +21,7 @@ from .rewards import RewardInput
 from .rewards import detection, repetition, weighted_sum
 
 __all__ = [
+    "ExplainTooLarge",
     "MissingCompletionTokens",
     "BatchStats",
     "BatchScores",
@@ -34,6 +35,17 @@ __all__ = [
 INVALID_SOLUTION = "invalid_solution"  # error reason: the sample's ground truth cannot be read
 REWARD_ERROR = "reward_error"  # error reason: a reward raised (a bug); the sample is not scored
 MAX_LISTED = 20
+
+
+class ExplainTooLarge(RegistryError):
+    """The explain details would pass the caller's size budget; raised as soon as they do."""
+
+    def __init__(self, budget: int, n_done: int, n_samples: int) -> None:
+        super().__init__(
+            "explain",
+            f"the details of samples 0..{n_done - 1} (of {n_samples}) already pass the limit of {budget} bytes "
+            "(REWARD_API_MAX_EXPLAIN_BYTES); ask explain for fewer samples, or for fewer boxes per completion",
+        )
 
 
 class MissingCompletionTokens(RegistryError):
@@ -131,12 +143,17 @@ def score_batch(
     rewards: Sequence[ResolvedReward | str | Mapping],
     params: Mapping[str, Any] | None = None,
     explain: bool = False,
+    *,
+    max_gt_boxes: int | None = None,
+    explain_budget: int | None = None,
 ) -> BatchScores:
     """Score ``samples`` (objects or dicts with completion, solution, completion_tokens).
 
     ``rewards``: resolved rewards (or names/refs, resolved here); ``params``: per-reward
     parameters, raw or already validated (defaults fill the rest). Raises RegistryError
     subclasses (ParamsError, MissingCompletionTokens, ...) for errors of the request itself.
+    ``max_gt_boxes``: a ground truth with more boxes is not read (the sample's error says so);
+    ``explain_budget``: bytes the details may take, as JSON (ExplainTooLarge beyond).
     """
     resolved = _resolve(rewards)
     checked_params = validate_params(params or {}, resolved)
@@ -148,7 +165,8 @@ def score_batch(
     details: list[dict[str, Any]] | None = [] if explain else None
     predicted_boxes: list[int | None] = []
     sample_failures: list[tuple[str, ...]] = []
-    read_truth = _TruthCache()
+    read_truth = _TruthCache(max_gt_boxes)
+    explained_bytes = 0
 
     for index, sample in enumerate(samples):
         completion = _field(sample, "completion")
@@ -166,6 +184,10 @@ def score_batch(
         sample_failures.append(failures)
         if details is not None:
             details.append(_details(parsed, failures, inp, resolved, error, reason))
+            if explain_budget is not None:
+                explained_bytes += _json_size(details[-1])
+                if explained_bytes > explain_budget:
+                    raise ExplainTooLarge(explain_budget, index + 1, len(samples))
 
     counts = Counter(kind for kinds in sample_failures for kind in kinds)
     return BatchScores(
@@ -187,8 +209,9 @@ class _TruthCache:
     parse_solution reads of it (and which is cheaper to write than the list is to read).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_boxes: int | None = None) -> None:
         self._read: dict[tuple[str, str], GroundTruth | SolutionError] = {}
+        self._max_boxes = max_boxes
 
     def __call__(self, solution: Any) -> GroundTruth | SolutionError:
         if isinstance(solution, str):
@@ -201,15 +224,32 @@ class _TruthCache:
         else:
             return _read_or_error(solution)  # not a solution at all: parse_solution says why
         if key not in self._read:
-            self._read[key] = _read_or_error(solution)
+            self._read[key] = _read_or_error(solution, self._max_boxes)
         return self._read[key]
 
 
-def _read_or_error(solution: Any) -> GroundTruth | SolutionError:
+def _read_or_error(solution: Any, max_boxes: int | None = None) -> GroundTruth | SolutionError:
     try:
-        return parse_solution(solution)
+        truth = parse_solution(solution)
     except SolutionError as exc:
         return exc
+    if max_boxes is not None and truth.n > max_boxes:
+        # Matching costs time in predictions x ground-truth boxes: the ground truth is bounded.
+        return SolutionError(f"solution: {truth.n} boxes, more than the limit of {max_boxes} per ground truth "
+                             "(REWARD_API_MAX_GT_BOXES)")
+    return truth
+
+
+def _json_size(value: Any) -> int:
+    """Bytes of ``value`` as JSON (orjson when it can, else json; only sizes are compared)."""
+    try:
+        import orjson
+
+        return len(orjson.dumps(value))
+    except (ImportError, TypeError):
+        import json
+
+        return len(json.dumps(value, default=str))
 
 
 def _score_sample(parsed, truth, sample, resolved, params):

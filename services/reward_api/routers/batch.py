@@ -7,10 +7,10 @@ engine's; this module only checks the request against the registry and assembles
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from pydantic import BaseModel, ValidationError
 
 from shared.contract import OpenRLHFRequest, OpenRLHFResponse, Sample, ScoreRequest
@@ -18,20 +18,16 @@ from shared.contract import OpenRLHFRequest, OpenRLHFResponse, Sample, ScoreRequ
 from .. import metrics
 from ..engine import registry
 from ..engine.scoring import MAX_LISTED, listed, score_batch
+from ..errors import ServiceError
+from ..responses import encode_json
 from ..settings import Settings
 
 # Trailing end-of-text tokens a trainer may leave on an OpenRLHF query (Qwen, Llama 2/3, Phi).
 END_TOKENS = ("<|endoftext|>", "<|im_end|>", "</s>", "<|eot_id|>", "<|end|>")
 
 
-class RequestError(Exception):
+class RequestError(ServiceError):
     """The request itself is wrong (4xx, never retried); ``detail`` names the field."""
-
-    def __init__(self, detail: str, status_code: int = 422, headers: dict | None = None) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.status_code = status_code
-        self.headers = headers
 
 
 @dataclass(frozen=True)
@@ -93,6 +89,10 @@ def resolve_weights(rewards: tuple, given: dict[str, float] | None, base: dict[s
         if key not in spelling:
             raise RequestError(f"weights.{key}: not a requested reward (requested: {', '.join(weights)})")
         weights[spelling[key]] = value
+    # Every reward lies in [-1, 1], so |total| <= sum |weight|: finite when that sum is.
+    if not math.isfinite(sum(abs(w) for w in weights.values())):
+        raise RequestError(f"weights: {weights} add up beyond the largest double, so totals would overflow; "
+                           "scale them down (only their ratios matter to a trainer)")
     return weights
 
 
@@ -144,9 +144,10 @@ def totals(plan: Plan, values: dict[str, list], n: int) -> list[float | None]:
     return out
 
 
-def score_samples(endpoint: str, samples: list[Sample], plan: Plan, explain: bool):
+def score_samples(endpoint: str, samples: list[Sample], plan: Plan, explain: bool, settings: Settings):
     try:
-        scores = score_batch(samples, plan.rewards, plan.params, explain)
+        scores = score_batch(samples, plan.rewards, plan.params, explain, max_gt_boxes=settings.max_gt_boxes,
+                             explain_budget=settings.max_explain_bytes)
     except registry.RegistryError as exc:  # e.g. cosine without completion_tokens: lists the samples
         raise RequestError(str(exc)) from None
     metrics.observe_batch(endpoint, len(samples), scores.values, scores.error_reasons, scores.stats)
@@ -157,8 +158,8 @@ def score_body(body: bytes, settings: Settings, defaults: Plan) -> bytes:
     """POST /v1/score, all of it but the I/O: body bytes in, response bytes out."""
     request = parse_body(ScoreRequest, body)
     plan = plan_request(request, settings, defaults)
-    scores, total = score_samples("/v1/score", request.samples, plan, request.explain)
-    return orjson.dumps({
+    scores, total = score_samples("/v1/score", request.samples, plan, request.explain, settings)
+    return encode_json({
         "rewards": {name: scores.values[name] for name in plan.names},
         "total": total,
         "versions": {r.name: r.version for r in plan.rewards},
@@ -195,14 +196,14 @@ def openrlhf_body(body: bytes, settings: Settings, defaults: Plan) -> bytes:
         Sample(completion=strip_prompt(q, p, i), solution=label)
         for i, (q, p, label) in enumerate(zip(request.query, request.prompts, request.labels))
     ]
-    scores, total = score_samples("/v1/openrlhf", samples, defaults, False)
+    scores, total = score_samples("/v1/openrlhf", samples, defaults, False, settings)
     failed = [(i, e) for i, e in enumerate(scores.errors) if e is not None]
     if failed:
         # OpenRLHF has no way to carry "not scored"; a 0 would silently train on a wrong reward.
         reasons = "; ".join(f"labels[{i}]: {e}" for i, e in failed[:MAX_LISTED])
         raise RequestError(f"samples {listed([i for i, _ in failed])} cannot be scored: {reasons}")
     response = OpenRLHFResponse(rewards=total, scores=total, extra_logs={n: scores.values[n] for n in defaults.names})
-    return orjson.dumps(response.model_dump())
+    return encode_json(response.model_dump())
 
 
 # ---------------------------------------------------------------- readiness

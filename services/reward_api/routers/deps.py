@@ -1,55 +1,65 @@
-"""Dependencies shared by the routers: settings, the bearer-token check, the bounded batch runner."""
+"""The routers' dependencies, as ``Annotated`` aliases: the settings, the default reward plan,
+the bearer-token check (FastAPI's HTTPBearer: documented in OpenAPI), the bounded batch runner."""
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import Annotated, Any, TypeVar
 
 import anyio
-import orjson
-from fastapi import HTTPException, Request
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from starlette.responses import Response
 
 from shared.contract import ErrorBody
 
+from ..errors import ServiceError, Unauthorized
+from ..responses import JSONBytes
 from ..settings import Settings
 
 T = TypeVar("T")
-
-
-class JSONBytes(Response):
-    """JSON rendered by orjson (several times faster than json.dumps on large batches)."""
-
-    media_type = "application/json"
-
-    def render(self, content) -> bytes:
-        return content if isinstance(content, bytes) else orjson.dumps(content)
 
 
 def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def require_token(request: Request) -> None:
+def get_defaults(request: Request) -> Any:
+    """The resolved default reward set (routers/batch.Plan)."""
+    return request.app.state.defaults
+
+
+# auto_error=False: a missing or non-Bearer header is our 401 (with the service's message), and a
+# service without a token takes any request.
+bearer = HTTPBearer(auto_error=False, description="REWARD_API_TOKEN, when the service is started with one")
+
+
+def require_token(
+    settings: Annotated[Settings, Depends(get_settings)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> None:
     """401 unless the request carries ``Authorization: Bearer <REWARD_API_TOKEN>`` (when one is set)."""
-    token = request.app.state.settings.token
-    if token is None:
+    if settings.token is None:
         return
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    given = credentials.credentials.strip() if credentials is not None else ""
     # compare_digest: the time taken must not tell how much of a guessed token was right.
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-        raise HTTPException(
-            status_code=401,
-            detail="missing or wrong bearer token (header Authorization: Bearer <token>)",
-            headers={"WWW-Authenticate": 'Bearer realm="reward_api"'},
-        )
+    if not hmac.compare_digest(given.encode(), settings.token.encode()):
+        raise Unauthorized()
 
 
-class Overloaded(Exception):
+class Overloaded(ServiceError):
     """This worker already holds its limit of pending batches; answered 503 with Retry-After."""
+
+    status_code = 503
+
+    def __init__(self, max_pending: int, retry_after: int) -> None:
+        super().__init__(
+            f"overloaded: this worker already holds {max_pending} pending batches; retry after {retry_after} s",
+            headers={"Retry-After": str(retry_after)},
+        )
 
 
 class BatchRunner:
@@ -61,8 +71,9 @@ class BatchRunner:
     and /healthz stays answered.
     """
 
-    def __init__(self, max_pending: int) -> None:
+    def __init__(self, max_pending: int, retry_after: int = 1) -> None:
         self.max_pending = max_pending
+        self.retry_after = retry_after
         self.pending = 0
         self._limiter = anyio.CapacityLimiter(1)
 
@@ -70,7 +81,7 @@ class BatchRunner:
     async def slot(self):
         # Checked and taken without an await in between: the event loop is single-threaded.
         if self.pending >= self.max_pending:
-            raise Overloaded
+            raise Overloaded(self.max_pending, self.retry_after)
         self.pending += 1
         try:
             yield
@@ -85,8 +96,15 @@ def get_runner(request: Request) -> BatchRunner:
     return request.app.state.runner
 
 
+CurrentSettings = Annotated[Settings, Depends(get_settings)]
+DefaultPlan = Annotated[Any, Depends(get_defaults)]
+Runner = Annotated[BatchRunner, Depends(get_runner)]
+
+
 # The answers a batch endpoint may give besides 200, for the OpenAPI document.
-BATCH_ERRORS = {413: {"model": ErrorBody}, 422: {"model": ErrorBody}, 503: {"model": ErrorBody}}
+BATCH_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (401, 413, 422, 431, 503)
+}
 
 
 def json_body_schema(model: type[BaseModel]) -> dict:

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from shared.contract import ScoreRequest, ScoreResponse
 
 from .batch import score_body
-from .deps import BATCH_ERRORS, BatchRunner, get_runner, json_body_schema, run_on_body
+from .deps import BATCH_ERRORS, CurrentSettings, DefaultPlan, Runner, json_body_schema, run_on_body
 
 router = APIRouter(tags=["rewards"])
 
 
 @router.post("/score", response_model=ScoreResponse, responses=BATCH_ERRORS, openapi_extra=json_body_schema(ScoreRequest))
-async def score(request: Request, runner: BatchRunner = Depends(get_runner)) -> Response:
-    state = request.app.state
-    return await run_on_body(request, runner, score_body, state.settings, state.defaults)
+async def score(request: Request, runner: Runner, settings: CurrentSettings, defaults: DefaultPlan) -> Response:
+    return await run_on_body(request, runner, score_body, settings, defaults)

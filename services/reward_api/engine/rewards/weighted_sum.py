@@ -265,6 +265,12 @@ def weighted_sum(
     false_alarm = (n_pred - len(matches)) / n_pred
     completeness = 1 - (miss + false_alarm) / 2
     value = (alpha * position + beta * label + gamma * completeness) / (alpha + beta + gamma)
+    if not math.isfinite(value) or not math.isfinite(alpha + beta + gamma):
+        # Weights near the double range (1e308) overflow the sums: the same weighted mean, with
+        # the weights scaled down first. Only reached where the plain formula gives inf or NaN.
+        scale = max(alpha, beta, gamma)
+        a, b, c = alpha / scale, beta / scale, gamma / scale
+        value = (a * position + b * label + c * completeness) / (a + b + c)
     parts = {"position": position, "label": label, "miss": miss, "false_alarm": false_alarm,
              "completeness": completeness}
     return WeightedSumResult(value, "matched", n_pred, n_gt, matches, parts)
