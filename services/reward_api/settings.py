@@ -57,9 +57,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, le=2**40,
                                 description="larger request bodies get 413")
     max_samples: int = Field(4096, ge=1, le=10_000_000, description="more samples in one request get 422")
-    max_gt_boxes: int = Field(1000, ge=1, le=1_000_000,
+    max_gt_boxes: int = Field(10_000, ge=1, le=1_000_000,
                               description="boxes in one ground truth; a sample with more is not scored (its error "
                                           "says why), an evaluation image with more gets 422")
+    max_box_pairs: int = Field(50_000_000, ge=1, le=10**12,
+                               description="predicted x ground-truth boxes of one request, summed over its samples "
+                                           "(the matching work); more get 422")
     max_categories: int = Field(2000, ge=1, le=1_000_000,
                                 description="categories of one /v1/evaluate request; more get 422")
     max_explain_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=2**34,

@@ -266,13 +266,19 @@ class _Tally:
 
 
 def evaluate_dataset(images: Sequence[tuple[str, object]], categories: Sequence[str] | None = None,
-                     max_categories: int | None = None, max_gt_boxes: int | None = None) -> EvaluationResult:
+                     max_categories: int | None = None, max_gt_boxes: int | None = None,
+                     max_box_pairs: int | None = None) -> EvaluationResult:
     """Every metric of the set. images: (completion, solution) pairs in image order. The limits
-    (None: none) bound the work: categories of the set, boxes of one image's ground truth."""
+    (None: none) bound the work: categories of the set, boxes of one image's ground truth,
+    predicted x ground-truth boxes summed over the set."""
     truths = [read_ground_truth(solution, i, max_gt_boxes) for i, (_, solution) in enumerate(images)]
     names = resolve_categories(truths, categories, max_categories)
     index = {name: k for k, name in enumerate(names)}
     preds = [read_predictions(completion) for completion, _ in images]
+    pairs = sum(len(p.labels) * len(t.labels) for p, t in zip(preds, truths))
+    if max_box_pairs is not None and pairs > max_box_pairs:
+        raise EvaluationInputError(f"images: {pairs} (prediction, ground truth) box pairs to match, more than the "
+                                   f"limit of {max_box_pairs} (REWARD_API_MAX_BOX_PAIRS); evaluate in parts")
     k = len(names)
     tally = _Tally(np.zeros(k, np.int64), np.zeros(k, np.int64), np.zeros(k, np.int64))
     coco_images, nms_images = [], []

@@ -22,6 +22,7 @@ from .rewards import detection, repetition, weighted_sum
 
 __all__ = [
     "ExplainTooLarge",
+    "TooManyBoxPairs",
     "MissingCompletionTokens",
     "BatchStats",
     "BatchScores",
@@ -45,6 +46,17 @@ class ExplainTooLarge(RegistryError):
             "explain",
             f"the details of samples 0..{n_done - 1} (of {n_samples}) already pass the limit of {budget} bytes "
             "(REWARD_API_MAX_EXPLAIN_BYTES); ask explain for fewer samples, or for fewer boxes per completion",
+        )
+
+
+class TooManyBoxPairs(RegistryError):
+    """Matching costs time in predicted x ground-truth boxes; the request passed its budget."""
+
+    def __init__(self, budget: int, index: int) -> None:
+        super().__init__(
+            "samples",
+            f"samples 0..{index} already need more than {budget} (prediction, ground truth) box pairs to match "
+            "(REWARD_API_MAX_BOX_PAIRS); split the batch or send fewer boxes",
         )
 
 
@@ -145,6 +157,7 @@ def score_batch(
     explain: bool = False,
     *,
     max_gt_boxes: int | None = None,
+    max_box_pairs: int | None = None,
     explain_budget: int | None = None,
 ) -> BatchScores:
     """Score ``samples`` (objects or dicts with completion, solution, completion_tokens).
@@ -153,6 +166,7 @@ def score_batch(
     parameters, raw or already validated (defaults fill the rest). Raises RegistryError
     subclasses (ParamsError, MissingCompletionTokens, ...) for errors of the request itself.
     ``max_gt_boxes``: a ground truth with more boxes is not read (the sample's error says so);
+    ``max_box_pairs``: predicted x ground-truth boxes summed over the batch (TooManyBoxPairs beyond);
     ``explain_budget``: bytes the details may take, as JSON (ExplainTooLarge beyond).
     """
     resolved = _resolve(rewards)
@@ -167,14 +181,20 @@ def score_batch(
     sample_failures: list[tuple[str, ...]] = []
     read_truth = _TruthCache(max_gt_boxes)
     explained_bytes = 0
+    box_pairs = 0
+    matches_all_pairs = any(r.name in ("weighted_sum", "cosine") for r in resolved)
 
     for index, sample in enumerate(samples):
         completion = _field(sample, "completion")
         if not isinstance(completion, str):
             raise TypeError(f"samples[{index}].completion must be a string")
         parsed = ParsedCompletion(completion)
-        scored, error, reason, inp = _score_sample(parsed, read_truth(_field(sample, "solution")), sample,
-                                                   resolved, checked_params)
+        truth = read_truth(_field(sample, "solution"))
+        if max_box_pairs is not None and isinstance(truth, GroundTruth):
+            box_pairs += _predicted_boxes(parsed, matches_all_pairs) * truth.n
+            if box_pairs > max_box_pairs:
+                raise TooManyBoxPairs(max_box_pairs, index)
+        scored, error, reason, inp = _score_sample(parsed, truth, sample, resolved, checked_params)
         for r in resolved:
             values[r.name].append(scored.get(r.name))
         errors.append(error)
@@ -238,6 +258,12 @@ def _read_or_error(solution: Any, max_boxes: int | None = None) -> GroundTruth |
         return SolutionError(f"solution: {truth.n} boxes, more than the limit of {max_boxes} per ground truth "
                              "(REWARD_API_MAX_GT_BOXES)")
     return truth
+
+
+def _predicted_boxes(parsed: ParsedCompletion, with_weighted_sum: bool) -> int:
+    """Boxes the rewards will match: the answer's list, and weighted_sum's own reading of it."""
+    n = len(parsed.answer_items) if parsed.answer is not None else 0
+    return max(n, len(parsed.ws_items)) if with_weighted_sum else n
 
 
 def _json_size(value: Any) -> int:

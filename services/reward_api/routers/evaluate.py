@@ -29,7 +29,7 @@ def evaluate_body(body: bytes, settings: Settings) -> bytes:
     images = [(image.completion, image.solution) for image in request.images]
     try:
         result = evaluate_dataset(images, request.categories, max_categories=settings.max_categories,
-                                  max_gt_boxes=settings.max_gt_boxes)
+                                  max_gt_boxes=settings.max_gt_boxes, max_box_pairs=settings.max_box_pairs)
     except EvaluationInputError as exc:
         raise RequestError(str(exc)) from None
     return encode_json(asdict(result))
