@@ -69,6 +69,7 @@ def off_reason() -> str | None:
 def prepare(workers: int) -> tuple[str | None, bool]:
     """Use PROMETHEUS_MULTIPROC_DIR emptied (old files would add stale counts), else a private temp
     dir. Returns the directory (None: metrics off) and whether it is ours to delete at exit."""
+    os.environ.pop(OFF_ENV, None)  # decided here, for this run: never inherited from a caller
     directory = os.environ.get(MULTIPROC_ENV)
     owned = not directory
     try:
