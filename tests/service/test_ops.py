@@ -134,3 +134,10 @@ def test_a_bad_flag_names_itself():
     done = subprocess.run([sys.executable, "-m", "services.reward_api", "--max-samples", "many"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "(--max-samples): Input should be a valid integer" in done.stderr, done.stderr
+
+
+def test_the_readmes_settings_table_is_the_settings_model():
+    from services.reward_api.settings import markdown_table
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert markdown_table() in readme, "README's settings table differs from settings.markdown_table(): paste it"
