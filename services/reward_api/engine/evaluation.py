@@ -179,6 +179,9 @@ class IouRows:
     def row(self, p: int) -> np.ndarray:
         return coco_ap.bbox_iou(self._dt[p:p + 1], self._gt)[0]
 
+    def rows(self, ps: Sequence[int]) -> np.ndarray:
+        return coco_ap.bbox_iou(self._dt[np.asarray(ps, dtype=np.int64)], self._gt)
+
 
 _MATRIX_CELLS = 1 << 16  # images up to this many (prediction, ground truth) pairs get the whole matrix
 
@@ -208,7 +211,11 @@ def greedy_matches(preds: Predictions, truth: GroundTruthBoxes, iou: np.ndarray 
         def row(p: int) -> np.ndarray:
             return np.where(gt_code == pred_code[p], iou.row(p), np.nan)
 
-        return [(p, g) for p, g, _ in greedy_matching(takers, row, len(gt_code), MATCH_IOU)]
+        def rows(ps: Sequence[int]) -> np.ndarray:
+            same = gt_code[None, :] == pred_code[np.asarray(ps, dtype=np.int64)][:, None]
+            return np.where(same, iou.rows(ps), np.nan)
+
+        return [(p, g) for p, g, _ in greedy_matching(takers, row, len(gt_code), MATCH_IOU, rows)]
     same_label = (pred_code[:, None] == gt_code[None, :]) & (pred_code[:, None] >= 0)
     candidate = same_label & preds.valid[:, None] & (iou >= MATCH_IOU)
     rows, cols = np.nonzero(candidate)

@@ -5,10 +5,11 @@ remaining candidate pair with the highest IoU (ties: lower prediction index, the
 ground-truth index) and retire both ends. Listing every candidate pair first costs P x G entries:
 2,500 identical boxes on each side were 6.25 million tuples and over a gigabyte.
 
-Here each prediction only holds a short list of its best free candidates (``_HEAD``), and a heap
-holds every prediction's best one. The heap's top is the best remaining pair unless its ground
-truth was taken meanwhile; then that prediction moves on down its list, and when the list runs
-out its row is computed again (only free ground truths). Memory: O(P * _HEAD + G) besides one row.
+Here a heap holds every prediction's best candidate, found a block of rows at a time (one NumPy
+pass per block, not per prediction). The heap's top is the best remaining pair unless its ground
+truth was taken meanwhile; then that prediction's row is computed again and it keeps a short list
+of its best free candidates (``_HEAD``) for the next time. Memory: O(P + G * block) besides the
+few lists.
 
 >>> rows = {0: np.array([0.9, 0.6]), 1: np.array([0.9, 0.7])}
 >>> greedy_matching([0, 1], rows.__getitem__, n_gt=2, threshold=0.5)
@@ -25,6 +26,7 @@ import numpy as np
 __all__ = ["greedy_matching"]
 
 _HEAD = 16  # candidates a prediction keeps at hand before its row is computed again
+_BLOCK_CELLS = 1 << 18  # rows x ground truths computed at once for the first pass
 
 
 def greedy_matching(
@@ -32,12 +34,14 @@ def greedy_matching(
     row: Callable[[int], np.ndarray],
     n_gt: int,
     threshold: float,
+    rows: Callable[[Sequence[int]], np.ndarray] | None = None,
 ) -> list[tuple[int, int, float]]:
     """``(pred, gt, iou)`` in the order the greedy rule takes them.
 
     ``preds``: the predictions taking part (indexes, increasing); ``row(p)``: the (n_gt,) IoU of
     prediction ``p`` with every ground truth, NaN (or anything below ``threshold``) where the pair
     is not a candidate (e.g. different labels). A pair is a candidate when its IoU >= threshold.
+    ``rows(ps)``: the same for several predictions at once, a (len(ps), n_gt) array (faster).
     """
     taken = np.zeros(n_gt, dtype=bool)
     lists: dict[int, list[tuple[float, int]]] = {}
@@ -57,6 +61,9 @@ def greedy_matching(
         push_head(p)
 
     def push_head(p: int) -> None:
+        if p not in lists:  # only its best was known (first pass): look again
+            refill(p)
+            return
         pending = lists[p]
         while pending and taken[pending[-1][1]]:
             pending.pop()
@@ -66,8 +73,21 @@ def greedy_matching(
         else:
             refill(p)
 
-    for p in preds:
-        refill(p)
+    if rows is None:
+        for p in preds:
+            refill(p)
+    else:
+        step = max(1, _BLOCK_CELLS // max(n_gt, 1))
+        for start in range(0, len(preds), step):
+            block = list(preds[start:start + step])
+            values = rows(block)
+            with np.errstate(invalid="ignore"):
+                masked = np.where(values >= threshold, values, -np.inf)
+            best = masked.argmax(axis=1)  # the first maximum: ties to the lower ground truth
+            top = masked[np.arange(len(block)), best]
+            for k in np.flatnonzero(top > -np.inf).tolist():
+                heap.append((-float(top[k]), block[k], int(best[k])))
+        heapq.heapify(heap)
     matches: list[tuple[int, int, float]] = []
     limit = min(len(preds), n_gt)
     while heap and len(matches) < limit:

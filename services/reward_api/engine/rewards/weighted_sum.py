@@ -179,11 +179,11 @@ def _float_safe(area) -> bool:
 
 
 def _iou_rows(pred_boxes: list, gt_boxes: list):
-    """``row(p)``: the IoU of prediction ``p`` with every ground truth, each equal to :func:`iou`."""
+    """``rows(ps)``: the IoU of predictions ``ps`` with every ground truth, each equal to :func:`iou`."""
     if not _exact_in_float64(gt_boxes) or not _exact_in_float64(b for b in pred_boxes if b is not None):
-        return lambda p: iou_matrix([pred_boxes[p]], gt_boxes)[0]
+        return lambda ps: iou_matrix([pred_boxes[p] for p in ps], gt_boxes)
     gts = np.array(gt_boxes, dtype=np.float64).reshape(-1, 4)
-    return lambda p: _vectorised_iou(np.array([pred_boxes[p]], dtype=np.float64), gts)[0]
+    return lambda ps: _vectorised_iou(np.array([pred_boxes[p] for p in ps], dtype=np.float64).reshape(-1, 4), gts)
 
 
 def greedy_match(pred_boxes: list, gt_boxes: list, threshold: float) -> list[tuple[int, int, float]]:
@@ -199,7 +199,8 @@ def greedy_match(pred_boxes: list, gt_boxes: list, threshold: float) -> list[tup
     if not valid or not gt_boxes:
         return []
     if len(valid) * len(gt_boxes) > _PYTHON_PAIRS:
-        return greedy_matching(valid, _iou_rows(pred_boxes, gt_boxes), len(gt_boxes), threshold)
+        rows = _iou_rows(pred_boxes, gt_boxes)
+        return greedy_matching(valid, lambda p: rows([p])[0], len(gt_boxes), threshold, rows)
     candidates = _python_candidates(pred_boxes, valid, gt_boxes, threshold)
     # Python's sort is stable, with reverse=True too: equal IoUs keep their (pred, gt) order.
     candidates.sort(key=itemgetter(0), reverse=True)
