@@ -141,3 +141,13 @@ def test_the_readmes_settings_table_is_the_settings_model():
 
     readme = (REPO_ROOT / "README.md").read_text()
     assert markdown_table() in readme, "README's settings table differs from settings.markdown_table(): paste it"
+
+
+def test_the_bearer_scheme_is_in_the_openapi_document():
+    from services.reward_api.app import create_app
+    from services.reward_api.settings import Settings
+
+    document = create_app(Settings()).openapi()
+    assert document["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    assert document["paths"]["/v1/score"]["post"]["security"] == [{"HTTPBearer": []}]
+    assert "security" not in document["paths"]["/healthz"]["get"]  # probes stay open
