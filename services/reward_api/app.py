@@ -23,7 +23,7 @@ from . import metrics
 from .errors import BodyTooLarge, ServiceError
 from .responses import JSONBytes, encode_json
 from .routers import catalog, evaluate, health, openrlhf, score
-from .routers.batch import RequestError, resolve_default_rewards
+from .routers.request_handling import RequestError, resolve_default_rewards
 from .routers.deps import BatchRunner, require_token
 from .settings import Settings, SettingsError
 

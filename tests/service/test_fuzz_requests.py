@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.reward_api.app import resolve_defaults
-from services.reward_api.routers.batch import RequestError, score_body
+from services.reward_api.routers.request_handling import RequestError, score_body
 from services.reward_api.settings import Settings
 from tests.engine.test_fuzz import ALL, FUZZ, completions, solutions
 

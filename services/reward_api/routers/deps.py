@@ -28,7 +28,7 @@ def get_settings(request: Request) -> Settings:
 
 
 def get_defaults(request: Request) -> Any:
-    """The resolved default reward set (routers/batch.Plan)."""
+    """The resolved default reward set (routers/request_handling.Plan)."""
     return request.app.state.defaults
 
 

@@ -17,7 +17,7 @@ from shared.contract import EvaluateRequest, EvaluateResponse
 from ..engine.evaluation import EvaluationInputError, evaluate_dataset
 from ..responses import encode_json
 from ..settings import Settings
-from .batch import RequestError, parse_body
+from .request_handling import RequestError, parse_body
 from .deps import BATCH_ERRORS, CurrentSettings, Runner, json_body_schema, run_on_body
 
 router = APIRouter(tags=["evaluation"])

@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from .. import metrics
 from ..responses import JSONBytes
-from .batch import self_test
+from .request_handling import self_test
 from .deps import CurrentSettings
 
 router = APIRouter(tags=["operations"])

@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from shared.contract import OpenRLHFRequest, OpenRLHFResponse
 
-from .batch import openrlhf_body
+from .request_handling import openrlhf_body
 from .deps import BATCH_ERRORS, BatchRunner, get_runner, json_body_schema, run_on_body
 
 router = APIRouter(tags=["rewards"])

@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from shared.contract import ScoreRequest, ScoreResponse
 
-from .batch import score_body
+from .request_handling import score_body
 from .deps import BATCH_ERRORS, CurrentSettings, DefaultPlan, Runner, json_body_schema, run_on_body
 
 router = APIRouter(tags=["rewards"])

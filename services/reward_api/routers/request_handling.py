@@ -1,4 +1,4 @@
-"""Request-level logic shared by /v1/score and /v1/openrlhf: validate, resolve, score, total.
+"""The work behind /v1/score and /v1/openrlhf, without the I/O: validate, plan, score, answer.
 
 Everything here is synchronous and runs in the worker's batch thread (routers/deps.BatchRunner):
 parsing a 32 MiB body is CPU work too, and must not stall the event loop. The reward math is the
