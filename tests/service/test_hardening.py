@@ -211,3 +211,30 @@ def test_the_matching_work_of_a_request_is_bounded(client):
                                                   "rewards": ["weighted_sum"]})
     assert answer.status_code == 422 and "REWARD_API_MAX_BOX_PAIRS" in answer.json()["detail"]
     assert elapsed < 3.0
+
+
+def test_trimming_end_tokens_is_linear_and_unchanged():
+    import random
+
+    from services.reward_api.routers.request_handling import END_TOKENS, trim_end_tokens
+
+    def reference(text: str) -> str:  # the former definition, quadratic
+        while True:
+            stripped = text.rstrip()
+            token = next((t for t in END_TOKENS if stripped.endswith(t)), None)
+            if token is None:
+                return text
+            text = stripped[: -len(token)]
+
+    rng = random.Random(11)
+    for _ in range(3000):
+        text = "".join(rng.choice(["x", " ", "\n", "<", "/s>", *END_TOKENS]) for _ in range(rng.randint(0, 12)))
+        assert trim_end_tokens(text) == reference(text), repr(text)
+    start = time.perf_counter()
+    assert trim_end_tokens("<answer>None</answer>" + "</s>" * 400_000) == "<answer>None</answer>"  # 1.6 MB
+    assert time.perf_counter() - start < 1.0
+    import doctest
+
+    from services.reward_api.routers import request_handling
+
+    assert doctest.testmod(request_handling).failed == 0

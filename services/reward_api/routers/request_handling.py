@@ -180,13 +180,22 @@ def strip_prompt(query: str, prompt: str, index: int) -> str:
 
 def trim_end_tokens(text: str) -> str:
     """Drop trailing end-of-text tokens (and the white space between them). White space the model
-    wrote before the first of them stays: it is part of what the format reward judges."""
+    wrote before the first of them stays: it is part of what the format reward judges.
+
+    Walks an end index instead of copying the text once per token (1.6 MB of ``</s>`` took 7.7 s).
+
+    >>> trim_end_tokens("<answer>x</answer> <|im_end|>\\n</s>")
+    '<answer>x</answer> '
+    """
+    end = len(text)
     while True:
-        stripped = text.rstrip()
-        token = next((t for t in END_TOKENS if stripped.endswith(t)), None)
+        cut = end
+        while cut and text[cut - 1].isspace():
+            cut -= 1
+        token = next((t for t in END_TOKENS if text.endswith(t, 0, cut)), None)
         if token is None:
-            return text
-        text = stripped[: -len(token)]
+            return text[:end]
+        end = cut - len(token)
 
 
 def openrlhf_body(body: bytes, settings: Settings, defaults: Plan) -> bytes:
