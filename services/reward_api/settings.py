@@ -65,6 +65,9 @@ class Settings(BaseSettings):
                                            "(the matching work); more get 422")
     max_categories: int = Field(2000, ge=1, le=1_000_000,
                                 description="categories of one /v1/evaluate request; more get 422")
+    max_repair_seconds: float = Field(1.0, ge=0, le=3600,
+                                      description="json_repair time of one request (repetition reads malformed JSON "
+                                                  "with it); samples needing more are not scored (their error says why)")
     max_explain_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=2**34,
                                    description="size of explain details in one answer; more get 422")
     max_header_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024,

@@ -238,3 +238,20 @@ def test_trimming_end_tokens_is_linear_and_unchanged():
     from services.reward_api.routers import request_handling
 
     assert doctest.testmod(request_handling).failed == 0
+
+
+def test_json_repair_time_is_a_request_budget(client):
+    """json_repair takes ~0.35 s on a 1 KB block of "1{" (issue 11: 16 such samples took 5-6 s,
+    4,096 could take 24 minutes). Past the request's REWARD_API_MAX_REPAIR_SECONDS (1 s), a sample
+    needing a repair is not scored (null and a message), never scored differently."""
+    slow = "<think>x</think><answer>```json\n" + "1{" * 512 + "\n```</answer>"
+    samples = [{"completion": slow + f" {i}", "solution": solution([CAT])} for i in range(40)]
+    answer, elapsed = timed(client, "/v1/score", {"samples": samples, "rewards": ["repetition", "format"]})
+    assert answer.status_code == 200, answer.text[:300]
+    assert elapsed < 3.0, f"{elapsed:.1f} s"
+    body = answer.json()
+    unscored = [i for i, e in enumerate(body["errors"]) if e is not None]
+    assert unscored and "REWARD_API_MAX_REPAIR_SECONDS" in body["errors"][unscored[0]]
+    assert all(body["rewards"]["repetition"][i] is None for i in unscored)
+    scored = [v for v in body["rewards"]["repetition"] if v is not None]
+    assert scored and all(v == scored[0] for v in scored)  # those scored, scored as ever

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from .ground_truth import GroundTruth, SolutionError, canonical_text, parse_solution
-from .parsing import ParsedCompletion
+from .parsing import ParsedCompletion, RepairBudget, RepairBudgetSpent, repair_json
 from .registry import RegistryError, ResolvedReward, resolve_rewards, validate_params
 from .rewards import RewardInput
 from .rewards import detection, repetition, weighted_sum
@@ -28,6 +28,7 @@ __all__ = [
     "BatchScores",
     "INVALID_SOLUTION",
     "REWARD_ERROR",
+    "REPAIR_BUDGET",
     "score_batch",
     "parse_failures",
     "listed",
@@ -35,6 +36,7 @@ __all__ = [
 
 INVALID_SOLUTION = "invalid_solution"  # error reason: the sample's ground truth cannot be read
 REWARD_ERROR = "reward_error"  # error reason: a reward raised (a bug); the sample is not scored
+REPAIR_BUDGET = "repair_budget"  # error reason: the request's json_repair time was spent before it
 MAX_LISTED = 20
 
 
@@ -159,6 +161,7 @@ def score_batch(
     max_gt_boxes: int | None = None,
     max_box_pairs: int | None = None,
     explain_budget: int | None = None,
+    repair_seconds: float | None = None,
 ) -> BatchScores:
     """Score ``samples`` (objects or dicts with completion, solution, completion_tokens).
 
@@ -167,7 +170,8 @@ def score_batch(
     subclasses (ParamsError, MissingCompletionTokens, ...) for errors of the request itself.
     ``max_gt_boxes``: a ground truth with more boxes is not read (the sample's error says so);
     ``max_box_pairs``: predicted x ground-truth boxes summed over the batch (TooManyBoxPairs beyond);
-    ``explain_budget``: bytes the details may take, as JSON (ExplainTooLarge beyond).
+    ``explain_budget``: bytes the details may take, as JSON (ExplainTooLarge beyond);
+    ``repair_seconds``: json_repair time for the whole batch (a sample needing more: not scored).
     """
     resolved = _resolve(rewards)
     checked_params = validate_params(params or {}, resolved)
@@ -183,12 +187,13 @@ def score_batch(
     explained_bytes = 0
     box_pairs = 0
     matches_all_pairs = any(r.name in ("weighted_sum", "cosine") for r in resolved)
+    repair = repair_json if repair_seconds is None else RepairBudget(repair_seconds)
 
     for index, sample in enumerate(samples):
         completion = _field(sample, "completion")
         if not isinstance(completion, str):
             raise TypeError(f"samples[{index}].completion must be a string")
-        parsed = ParsedCompletion(completion)
+        parsed = ParsedCompletion(completion, repair)
         truth = read_truth(_field(sample, "solution"))
         if max_box_pairs is not None and isinstance(truth, GroundTruth):
             box_pairs += _predicted_boxes(parsed, matches_all_pairs) * truth.n
@@ -287,6 +292,9 @@ def _score_sample(parsed, truth, sample, resolved, params):
     for r in resolved:
         try:
             scored[r.name] = float(r.compute(inp))
+        except RepairBudgetSpent:
+            return {}, (f"{r.name}: this request's json_repair time is spent (REWARD_API_MAX_REPAIR_SECONDS); "
+                        "not scored: send fewer malformed answers per request"), REPAIR_BUDGET, inp
         except Exception as exc:  # a bug in one reward must not take the whole batch down
             return {}, f"{r.name} failed: {type(exc).__name__}: {exc}", REWARD_ERROR, inp
     return scored, None, None, inp
@@ -304,7 +312,7 @@ def _details(parsed: ParsedCompletion, failures: tuple[str, ...], inp: RewardInp
     if inp is None:
         return out
     out["ground_truth"] = _truth_details(inp.truth)
-    if reason == REWARD_ERROR:
+    if reason in (REWARD_ERROR, REPAIR_BUDGET):
         return out  # the failing reward would only fail again
     if names & {"ap", "ap50", "od_length"}:
         result = detection.shared_result(inp)

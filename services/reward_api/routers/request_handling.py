@@ -147,7 +147,8 @@ def totals(plan: Plan, values: dict[str, list], n: int) -> list[float | None]:
 def score_samples(endpoint: str, samples: list[Sample], plan: Plan, explain: bool, settings: Settings):
     try:
         scores = score_batch(samples, plan.rewards, plan.params, explain, max_gt_boxes=settings.max_gt_boxes,
-                             max_box_pairs=settings.max_box_pairs, explain_budget=settings.max_explain_bytes)
+                             max_box_pairs=settings.max_box_pairs, explain_budget=settings.max_explain_bytes,
+                             repair_seconds=settings.max_repair_seconds)
     except registry.RegistryError as exc:  # e.g. cosine without completion_tokens: lists the samples
         raise RequestError(str(exc)) from None
     metrics.observe_batch(endpoint, len(samples), scores.values, scores.error_reasons, scores.stats)
