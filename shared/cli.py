@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from typing import IO, Any
 
 from pydantic import ValidationError
 
-from shared.client import AsyncRewardClient, RewardRequestError, RewardServiceError
+from shared.client import AsyncRewardClient, ClientSettings, RewardRequestError, RewardServiceError
 from shared.contract import Sample, ScoreResponse
 
 MAX_REPORTED_BAD_LINES = 20
@@ -164,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--params", type=_params_arg, default=None,
                        help='reward parameters as JSON, e.g. \'{"weighted_sum": {"alpha": 0.7}}\'')
     score.add_argument("--out", type=Path, default=None, help="output JSONL (default: stdout)")
-    score.add_argument("--token", default=os.environ.get("REWARD_API_TOKEN"),
+    score.add_argument("--token", default=ClientSettings.from_env().token,
                        help="bearer token (default: env REWARD_API_TOKEN)")
     score.add_argument("--batch-size", type=_positive, default=1024, help="samples per request (default 1024)")
     score.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")

@@ -53,7 +53,8 @@ class Sample(_Strict):
 
 class ScoreRequest(_Strict):
     samples: list[Sample]
-    rewards: list[StrictStr | RewardRef] | None = None
+    # At least one: an empty list would be scored as nothing and total 0 for every sample.
+    rewards: Annotated[list[StrictStr | RewardRef], Field(min_length=1)] | None = None
     weights: dict[str, FiniteFloat] | None = None
     params: dict[str, dict[str, FiniteFloat]] | None = None
     explain: StrictBool = False
@@ -62,8 +63,8 @@ class ScoreRequest(_Strict):
 class ScoreResponse(BaseModel):
     """Every list is aligned with the request's samples; ``None`` means "not scored", never 0."""
 
-    rewards: dict[str, list[float | None]]
-    total: list[float | None]
+    rewards: dict[str, list[FiniteFloat | None]]
+    total: list[FiniteFloat | None]
     versions: dict[str, str]
     errors: list[str | None]
     ids: list[CallerId | None]

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from shared.client import RewardClient, RewardServiceError
+from shared.client import ClientSettings, RewardClient, RewardServiceError
 
 # The summary columns, in the research's order: (response key, column title).
 SUMMARY_COLUMNS = (
@@ -132,13 +132,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--url", action="append", default=None,
                         help="reward service base URL (repeat for failover; default $REWARD_API_URL or "
                              "http://127.0.0.1:8000)")
-    parser.add_argument("--token", default=os.environ.get("REWARD_API_TOKEN"), help="bearer token ($REWARD_API_TOKEN)")
+    env = ClientSettings.from_env()
+    parser.add_argument("--token", default=env.token, help="bearer token ($REWARD_API_TOKEN)")
     parser.add_argument("--categories", help="the set's categories: 'a,b,c' or @file (one per line)")
     parser.add_argument("--name", default="model", help="row name in the table")
     parser.add_argument("--out", help="write the metrics (the service's answer) as JSON here")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per attempt (default 600)")
     args = parser.parse_args(argv)
-    urls = args.url or [os.environ.get("REWARD_API_URL", "http://127.0.0.1:8000")]
+    urls = args.url or env.urls
     try:
         images, file_categories = read_completions(args.completions)
         categories = parse_categories(args.categories) or file_categories

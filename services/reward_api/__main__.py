@@ -1,4 +1,4 @@
-"""``python -m services.reward_api --host H --port P --workers N``.
+"""``python -m services.reward_api --host H --port P --workers N`` (``--help`` lists every setting).
 
 Order matters here: the metrics directory and the REWARD_API_* variables are set before uvicorn
 starts (and before anything imports prometheus_client), because worker processes build the app
@@ -7,31 +7,17 @@ from the environment they inherit.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
-import tempfile
 
+from . import metrics_storage
 from .settings import Settings, SettingsError, parse_cli
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # metrics.MULTIPROC_ENV; not imported: see above
-
-
-def prepare_metrics_dir() -> tuple[str, bool]:
-    """Use PROMETHEUS_MULTIPROC_DIR emptied (old files would add stale counts), else a private
-    temp dir. Returns the directory and whether it is ours to delete at exit."""
-    directory = os.environ.get(MULTIPROC_ENV)
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-        for entry in os.scandir(directory):
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path)
-            else:
-                os.unlink(entry.path)
-        return directory, False
-    directory = tempfile.mkdtemp(prefix="reward_api_metrics_")
-    os.environ[MULTIPROC_ENV] = directory
-    return directory, True
+# uvicorn's h11 protocol with the header limit (protocol.py); an import string, so that worker
+# processes load it themselves.
+HTTP_PROTOCOL = "services.reward_api.protocol:HeaderLimitedH11Protocol"
 
 
 def check_rewards(settings: Settings) -> None:
@@ -43,7 +29,9 @@ def check_rewards(settings: Settings) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     settings = parse_cli(argv)
-    directory, owned = prepare_metrics_dir()
+    logging.basicConfig(level=settings.log_level.upper() if settings.log_level != "trace" else "DEBUG",
+                        format="%(levelname)s:  %(message)s")
+    directory, owned = metrics_storage.prepare(settings.workers)
     os.environ.update(settings.to_env())
     try:
         try:
@@ -60,13 +48,15 @@ def main(argv: list[str] | None = None) -> int:
             port=settings.port,
             workers=settings.workers,
             log_level=settings.log_level,
+            http=HTTP_PROTOCOL,
+            h11_max_incomplete_event_size=settings.max_header_bytes,
             # Keep-alive longer than a trainer's pause between steps, so batches reuse connections.
             timeout_keep_alive=75,
             access_log=False,
         )
         return 0
     finally:
-        if owned:
+        if owned and directory:
             shutil.rmtree(directory, ignore_errors=True)
 
 

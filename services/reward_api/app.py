@@ -1,29 +1,36 @@
 """create_app(settings): the FastAPI application.
 
 Thin on purpose: routers (one list below), dependencies (routers/deps.py), two pure ASGI
-middlewares (body-size limit, request metrics) and error handlers that always answer JSON.
+middlewares (body-size limit, request metrics) and one handler for the service's domain errors
+(errors.ServiceError: 4xx, 408 for a slow body, 503 when the worker's budgets stay full);
+FastAPI's own handlers answer its HTTP and validation errors in the same ``{"detail": ...}``
+shape. Every refusal is logged with its detail. Anything else is a logged 500 that leaks no
+internals; a client that disconnects mid-upload is counted as 499.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from contextlib import asynccontextmanager
+from typing import Any
 
-import orjson
-from fastapi import APIRouter, Depends, FastAPI, HTTPException
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
-from starlette.requests import Request
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.contract import API_PREFIX
 
 from . import metrics
+from .errors import BodyTooLarge, ServiceError
+from .responses import JSONBytes, encode_json
 from .routers import catalog, evaluate, health, openrlhf, score
-from .routers.batch import RequestError, resolve_default_rewards
-from .routers.deps import BatchRunner, BodyTimeout, JSONBytes, Overloaded, require_token
+from .routers.deps import BatchRunner, require_token
+from .routers.request_handling import RequestError, resolve_default_rewards
 from .settings import Settings, SettingsError
 
 log = logging.getLogger("reward_api")
@@ -32,6 +39,8 @@ log = logging.getLogger("reward_api")
 V1_ROUTERS: list[APIRouter] = [score.router, openrlhf.router, catalog.router, evaluate.router]
 # Operational endpoints stay open: probes and Prometheus carry no token.
 OPEN_ROUTERS: list[APIRouter] = [health.router]
+# nginx's name for "the client closed the connection before the answer": not a server error.
+CLIENT_CLOSED = 499
 
 
 def resolve_defaults(settings: Settings):
@@ -54,12 +63,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.defaults = resolve_defaults(settings)
     app.state.runner = BatchRunner(settings.max_queued_bytes, settings.max_queued_samples,
-                                   settings.queue_wait_seconds)
+                                   settings.queue_wait_seconds, settings.retry_after_seconds)
     for router in V1_ROUTERS:
         app.include_router(router, prefix=API_PREFIX, dependencies=[Depends(require_token)])
     for router in OPEN_ROUTERS:
         app.include_router(router)
-    _add_error_handlers(app)
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ClientDisconnect, _client_disconnected)
+    app.add_exception_handler(Exception, _unexpected)
     # The last added is the outermost: metrics see every answer, the 413s included, and the size
     # check runs before anything reads the body.
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
@@ -74,57 +87,55 @@ def _endpoint_paths() -> set[str]:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI):
+    folded = metrics.fold_dead_workers()
+    if folded:
+        log.info("folded %d metrics files of workers that are gone into the archive", folded)
     registration = health.register_worker()
     try:
         yield
     finally:
         health.unregister_worker(registration)
-        metrics.mark_dead(os.getpid())
 
 
-def _add_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(RequestError)
-    async def _request_error(request: Request, exc: RequestError) -> Response:
-        return refusal(request, exc.status_code, exc.detail, exc.headers)
-
-    @app.exception_handler(HTTPException)
-    async def _http_error(request: Request, exc: HTTPException) -> Response:
-        return refusal(request, exc.status_code, exc.detail, exc.headers)
-
-    @app.exception_handler(BodyTimeout)
-    async def _body_timeout(request: Request, exc: BodyTimeout) -> Response:
-        seconds = request.app.state.settings.body_read_seconds
-        return refusal(request, 408, f"the request body was not received within {seconds} s "
-                                     f"(REWARD_API_BODY_READ_SECONDS); send the whole body at once",
-                       {"Connection": "close"})
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
-        # Only reached for query/path parameters: bodies are validated in routers/batch.py.
-        return refusal(request, 422, exc.errors())
-
-    @app.exception_handler(Overloaded)
-    async def _overloaded(request: Request, exc: Overloaded) -> Response:
-        settings = request.app.state.settings
-        return refusal(request, 503, f"overloaded: waited {settings.queue_wait_seconds} s for room in this "
-                                     f"worker's budget of {exc.what}; retry after {settings.retry_after_seconds} s",
-                       {"Retry-After": str(settings.retry_after_seconds)})
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unexpected error answering %s %s", request.method, request.url.path)
-        return JSONBytes({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
+async def _service_error(request: Request, exc: Exception) -> Response:
+    """The one handler of the service's own errors: each carries its status, detail and headers."""
+    assert isinstance(exc, ServiceError)
+    return refusal(request, exc.status_code, exc.detail, exc.headers)
 
 
-def refusal(request: Request, status: int, detail, headers: dict | None = None) -> Response:
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's own answer (unknown path, wrong method...), logged like the service's refusals."""
+    assert isinstance(exc, StarletteHTTPException)
+    log_refusal(request.method, request.url.path, exc.status_code, exc.detail)
+    return await http_exception_handler(request, exc)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's 422 for a query or path parameter (bodies are validated in request_handling.py)."""
+    assert isinstance(exc, RequestValidationError)
+    log_refusal(request.method, request.url.path, 422, exc.errors())
+    return await request_validation_exception_handler(request, exc)
+
+
+async def _client_disconnected(request: Request, exc: Exception) -> Response:
+    # The client went away mid-upload: nobody reads this answer; counted as 499, not as a 500.
+    log.info("%s %s: the client disconnected before its request was read", request.method, request.url.path)
+    return Response(status_code=CLIENT_CLOSED)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error answering %s %s", request.method, request.url.path)
+    return JSONBytes({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
+
+
+def refusal(request: Request, status: int, detail: Any, headers: dict[str, str] | None = None) -> Response:
     """A 4xx/503 answer, logged with its detail: the caller's framework may show only the status."""
-    log.warning("%s %s answered %d: %.500s", request.method, request.url.path, status, detail)
+    log_refusal(request.method, request.url.path, status, detail)
     return JSONBytes({"detail": detail}, status_code=status, headers=headers)
 
 
-class BodyTooLarge(HTTPException):
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"request body larger than the limit of {limit} bytes (REWARD_API_MAX_BODY_BYTES)")
+def log_refusal(method: str, path: str, status: int, detail: Any) -> None:
+    log.warning("%s %s answered %d: %.500s", method, path, status, detail)
 
 
 class BodyLimitMiddleware:
@@ -140,7 +151,7 @@ class BodyLimitMiddleware:
             return await self.app(scope, receive, send)
         declared = _content_length(scope)
         if declared is not None and declared > self.limit:
-            log.warning("%s %s answered 413: %s", scope["method"], scope["path"], BodyTooLarge(self.limit).detail)
+            log_refusal(scope["method"], scope["path"], 413, BodyTooLarge(self.limit).detail)
             return await _send_json(send, 413, {"detail": BodyTooLarge(self.limit).detail})
         received = 0
         started = False
@@ -162,7 +173,7 @@ class BodyLimitMiddleware:
         try:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLarge as exc:  # raised outside FastAPI's handlers (e.g. a streaming reader)
-            log.warning("%s %s answered 413: %s", scope["method"], scope["path"], exc.detail)
+            log_refusal(scope["method"], scope["path"], 413, exc.detail)
             if not started:
                 await _send_json(send, 413, {"detail": exc.detail})
 
@@ -178,7 +189,7 @@ def _content_length(scope: Scope) -> int | None:
 
 
 async def _send_json(send: Send, status: int, body: dict) -> None:
-    payload = orjson.dumps(body)
+    payload = encode_json(body)
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(payload)).encode()), (b"connection", b"close")]})

@@ -3,17 +3,32 @@
 prometheus_client picks its storage when it is first imported: with ``PROMETHEUS_MULTIPROC_DIR``
 set, every process writes its samples to mmap files in that directory and /metrics sums them with
 a MultiProcessCollector. ``__main__`` sets the variable before anything imports this module.
-Without it (the app built in-process, e.g. by a test) the default registry is used.
+Without it (the app built in-process, e.g. by a test) the default registry is used. When the
+directory cannot hold the files, metrics are off (``metrics_storage``): recorded in memory only,
+and /metrics answers 503 with the reason.
 """
 
 from __future__ import annotations
 
+import math
 import os
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client import multiprocess
+from . import metrics_storage
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# Before prometheus_client picks its storage: a worker restarted on a full disk must not crash.
+metrics_storage.check_worker()
+
+from prometheus_client import (  # noqa: E402
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROC_ENV = metrics_storage.MULTIPROC_ENV
 
 # Latency of a whole request: from a tiny batch (~1 ms) to a 4096-sample one.
 _DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -45,7 +60,7 @@ def observe_batch(endpoint: str, n_samples: int, values: dict, error_reasons, st
     for name, column in values.items():
         histogram = REWARD_VALUE.labels(name)
         for value in column:
-            if value is not None:
+            if value is not None and math.isfinite(value):  # one NaN would make the sum NaN for good
                 histogram.observe(value)
     for reason in error_reasons:
         if reason is not None:
@@ -61,17 +76,30 @@ def multiproc_dir() -> str | None:
     return os.environ.get(MULTIPROC_ENV) or None
 
 
+class MetricsOff(Exception):
+    """Metrics storage failed at start; the message says why (answered 503 by /metrics)."""
+
+
 def exposition() -> tuple[bytes, str]:
     """The text exposition of all processes' metrics (summed), and its content type."""
+    reason = metrics_storage.off_reason()
+    if reason is not None:
+        raise MetricsOff(f"metrics are off: {reason}")
     directory = multiproc_dir()
     if directory is None:
         return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=directory)
-    return generate_latest(registry), CONTENT_TYPE_LATEST
+    for attempt in range(3):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=directory)
+        try:
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        except FileNotFoundError:  # a dead worker's file folded away between listing and reading
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
-def mark_dead(pid: int) -> None:
-    """Drop a finished process's live-gauge files (the counters and histograms stay summed)."""
-    if multiproc_dir() is not None:
-        multiprocess.mark_process_dead(pid)
+def fold_dead_workers() -> int:
+    """At a worker's start: fold the files of workers that are gone (metrics_storage)."""
+    directory = multiproc_dir()
+    return 0 if directory is None else metrics_storage.fold_dead_workers(directory)

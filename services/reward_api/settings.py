@@ -1,113 +1,158 @@
-"""The service's settings: one frozen object, from the environment (``REWARD_API_*``) and the CLI.
+"""The service's settings: one pydantic-settings model, the only place a setting is declared.
+
+Each field gives its ``REWARD_API_<NAME>`` variable, its ``--<name>`` flag (the flag wins), its
+validation and its help text; ``python -m services.reward_api --help`` and the README's settings
+table (:func:`markdown_table`, checked by the tests) are generated from it.
 
 Worker processes started by uvicorn (``--workers N``) rebuild the app from the environment, so
-``__main__`` writes the CLI values back into ``REWARD_API_*`` before it starts them; every
-process therefore sees exactly the same settings.
-
-| variable                          | default                      | meaning                                    |
-|-----------------------------------|------------------------------|--------------------------------------------|
-| REWARD_API_HOST                   | 127.0.0.1                    | bind address                               |
-| REWARD_API_PORT                   | 8000                         | bind port                                  |
-| REWARD_API_WORKERS                | 1                            | worker processes                           |
-| REWARD_API_TOKEN                  | (unset)                      | bearer token required on /v1/* when set    |
-| REWARD_API_DEFAULT_REWARDS        | format,od_length,ap          | rewards used when a request names none,    |
-|                                   |                              | and by /v1/openrlhf                        |
-| REWARD_API_DEFAULT_WEIGHTS        | format=1,od_length=1,ap=0    | their weights in `total` (a reward not     |
-|                                   | (for the default set)        | named: 1.0)                                |
-| REWARD_API_MAX_BODY_BYTES         | 33554432 (32 MiB)            | larger request bodies get 413              |
-| REWARD_API_MAX_SAMPLES            | 4096                         | more samples per request get 422           |
-| REWARD_API_BODY_READ_SECONDS      | 10                           | a body not fully received by then: 408     |
-| REWARD_API_MAX_QUEUED_BYTES       | 268435456 (256 MiB)          | per worker: body bytes received and held   |
-|                                   |                              | at once (at least MAX_BODY_BYTES)          |
-| REWARD_API_MAX_QUEUED_SAMPLES     | 65536                        | per worker: samples waiting or scoring     |
-| REWARD_API_QUEUE_WAIT_SECONDS     | 30                           | how long a request waits for room in those |
-|                                   |                              | two budgets; then 503 with Retry-After     |
-| REWARD_API_RETRY_AFTER_SECONDS    | 1                            | the Retry-After of an overload answer      |
-| REWARD_API_LOG_LEVEL              | info                         | uvicorn / service log level                |
+``__main__`` writes the values back into ``REWARD_API_*`` (:meth:`Settings.to_env`) before it
+starts them; every process therefore sees exactly the same settings.
 
 The default reward set is VLM-R1's detection recipe (format + odLength, weight 1 each) with plain
 ``ap`` alongside at weight 0: it does not move the reward but is logged (OpenRLHF ``extra_logs``,
 metrics), since AP is the number the research reports.
+
+The ``max_*`` settings are the resource budgets of one request (README, "Reliability").
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import os
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, CliApp, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "REWARD_API_"
-LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
-
-
 DEFAULT_REWARDS = ("format", "od_length", "ap")
 DEFAULT_WEIGHTS = {"format": 1.0, "od_length": 1.0, "ap": 0.0}
+LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
 
 
 class SettingsError(ValueError):
-    """A setting that cannot work; the message names the variable and the problem."""
+    """A setting that cannot work; the message names the variable or flag and the problem."""
 
 
-@dataclass(frozen=True)
-class Settings:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    workers: int = 1
-    token: str | None = None
-    default_rewards: tuple[str, ...] = DEFAULT_REWARDS
-    # None: DEFAULT_WEIGHTS for the built-in reward set, else 1.0 for every reward.
-    default_weights: Mapping[str, float] | None = None
-    max_body_bytes: int = 32 * 1024 * 1024
-    max_samples: int = 4096
-    body_read_seconds: int = 10
-    max_queued_bytes: int = 256 * 1024 * 1024
-    max_queued_samples: int = 65536
-    queue_wait_seconds: int = 30
-    retry_after_seconds: int = 1
-    log_level: str = "info"
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        frozen=True,
+        cli_kebab_case=True,
+        cli_prog_name="python -m services.reward_api",
+        cli_exit_on_error=False,
+        validate_default=True,
+    )
 
-    def __post_init__(self) -> None:
+    host: str = Field("127.0.0.1", min_length=1, description="bind address")
+    port: int = Field(8000, ge=0, le=65535, description="bind port")
+    workers: int = Field(1, ge=1, le=512, description="worker processes (uvicorn); metrics are summed over them")
+    token: str | None = Field(None, min_length=1, pattern=r"^\S+$",
+                              description="bearer token required on /v1/* (unset: none)")
+    default_rewards: Annotated[tuple[str, ...], NoDecode] = Field(
+        DEFAULT_REWARDS, min_length=1,
+        description="rewards of a request that names none, and of /v1/openrlhf (comma-separated)")
+    default_weights: Annotated[dict[str, float] | None, NoDecode] = Field(
+        None, description="their weights in total, e.g. format=1,od_length=1,ap=0 (a reward not named: 1; "
+                          "unset: format=1,od_length=1,ap=0 for the default set)")
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, le=2**40,
+                                description="larger request bodies get 413")
+    max_samples: int = Field(4096, ge=1, le=10_000_000, description="more samples in one request get 422")
+    max_gt_boxes: int = Field(10_000, ge=1, le=1_000_000,
+                              description="boxes in one ground truth; a sample with more is not scored (its error "
+                                          "says why), an evaluation image with more gets 422")
+    max_box_pairs: int = Field(50_000_000, ge=1, le=10**12,
+                               description="predicted x ground-truth boxes of one request, summed over its samples "
+                                           "(the matching work); more get 422")
+    max_categories: int = Field(2000, ge=1, le=1_000_000,
+                                description="categories of one /v1/evaluate request; more get 422")
+    max_repair_seconds: float = Field(1.0, ge=0, le=3600,
+                                      description="json_repair time of one request (repetition version 1 reads "
+                                                  "malformed JSON with it; version 2 repairs linearly, without it); "
+                                                  "samples needing more are not scored (their error says why)")
+    max_explain_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=2**34,
+                                   description="size of explain details in one answer; more get 422")
+    max_header_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024,
+                                  description="request line and headers; more get 431")
+    body_read_seconds: int = Field(10, ge=1, le=3600,
+                                   description="seconds to receive a whole request body; a body not fully received "
+                                               "by then gets 408")
+    max_queued_bytes: int = Field(256 * 1024 * 1024, ge=1024, le=2**40,
+                                  description="per worker, request-body bytes received and held at once (counted as "
+                                              "chunks arrive; at least max_body_bytes)")
+    max_queued_samples: int = Field(65536, ge=1, le=100_000_000,
+                                    description="per worker, samples waiting or being scored")
+    queue_wait_seconds: int = Field(30, ge=0, le=3600,
+                                    description="how long a request waits, in arrival order, for room in the worker's "
+                                                "two budgets; then 503 with Retry-After")
+    retry_after_seconds: int = Field(1, ge=0, le=3600, description="the Retry-After of an overload answer")
+    log_level: LogLevel = Field("info", description="uvicorn / service log level")
+
+    @field_validator("default_rewards", mode="before")
+    @classmethod
+    def _reward_names(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        names = tuple(part.strip() for part in value.split(","))
+        if any(not name for name in names):
+            raise ValueError(f"must be a comma-separated list of reward names, got {value!r}")
+        return names
+
+    @field_validator("default_rewards")
+    @classmethod
+    def _no_duplicates(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(names)) != len(names):
+            raise ValueError(f"names a reward twice: {','.join(names)}")
+        return names
+
+    @field_validator("default_weights", mode="before")
+    @classmethod
+    def _weights(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        weights = {}
+        for part in value.split(","):
+            key, sep, number = part.partition("=")
+            try:
+                weight = float(number)
+            except ValueError:
+                weight = math.nan
+            if not sep or not key.strip() or not math.isfinite(weight):
+                raise ValueError(f"must look like 'format=1,od_length=0.5' (finite numbers), got {part!r}")
+            weights[key.strip()] = weight
+        return weights
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _weights_of_default_rewards(self) -> Settings:
         if self.default_weights is None:
-            weights = dict(DEFAULT_WEIGHTS) if tuple(self.default_rewards) == DEFAULT_REWARDS else {}
+            weights = dict(DEFAULT_WEIGHTS) if self.default_rewards == DEFAULT_REWARDS else {}
             object.__setattr__(self, "default_weights", weights)  # frozen: set once, here
-        _check_range("PORT", self.port, 0, 65535)
-        _check_range("WORKERS", self.workers, 1, 512)
-        _check_range("MAX_BODY_BYTES", self.max_body_bytes, 1024, 2**40)
-        _check_range("MAX_SAMPLES", self.max_samples, 1, 10_000_000)
-        _check_range("BODY_READ_SECONDS", self.body_read_seconds, 1, 3600)
-        _check_range("MAX_QUEUED_BYTES", self.max_queued_bytes, 1024, 2**40)
-        _check_range("MAX_QUEUED_SAMPLES", self.max_queued_samples, 1, 100_000_000)
-        _check_range("QUEUE_WAIT_SECONDS", self.queue_wait_seconds, 0, 3600)
-        _check_range("RETRY_AFTER_SECONDS", self.retry_after_seconds, 0, 3600)
-        if self.max_queued_bytes < self.max_body_bytes:
-            raise SettingsError(f"{ENV_PREFIX}MAX_QUEUED_BYTES ({self.max_queued_bytes}) must be at least "
-                                f"{ENV_PREFIX}MAX_BODY_BYTES ({self.max_body_bytes}): one whole body must fit")
-        if not self.host:
-            raise SettingsError(f"{ENV_PREFIX}HOST must not be empty")
-        if self.token is not None and (not self.token or any(c.isspace() for c in self.token)):
-            raise SettingsError(f"{ENV_PREFIX}TOKEN must be non-empty and hold no white space")
-        if self.log_level not in LOG_LEVELS:
-            raise SettingsError(f"{ENV_PREFIX}LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
-        if not self.default_rewards:
-            raise SettingsError(f"{ENV_PREFIX}DEFAULT_REWARDS must name at least one reward")
+        assert self.default_weights is not None
         extra = sorted(set(self.default_weights) - set(self.default_rewards))
         if extra:
-            raise SettingsError(
-                f"{ENV_PREFIX}DEFAULT_WEIGHTS names rewards not in DEFAULT_REWARDS: {', '.join(extra)}"
-            )
+            raise ValueError(f"{ENV_PREFIX}DEFAULT_WEIGHTS names rewards not in DEFAULT_REWARDS: {', '.join(extra)}")
+        if not all(math.isfinite(w) for w in self.default_weights.values()):
+            raise ValueError(f"{ENV_PREFIX}DEFAULT_WEIGHTS must be finite numbers")
+        if self.max_queued_bytes < self.max_body_bytes:
+            raise ValueError(f"{ENV_PREFIX}MAX_QUEUED_BYTES ({self.max_queued_bytes}) must be at least "
+                             f"{ENV_PREFIX}MAX_BODY_BYTES ({self.max_body_bytes}): one whole body must fit")
         # Reward names themselves are checked against the registry by create_app(), which owns it.
+        return self
 
     @property
     def weights(self) -> dict[str, float]:
         """The weight of every default reward (1.0 where DEFAULT_WEIGHTS says nothing)."""
-        return {name: float(self.default_weights.get(name, 1.0)) for name in self.default_rewards}
+        given = self.default_weights or {}
+        return {name: float(given.get(name, 1.0)) for name in self.default_rewards}
 
     def to_env(self) -> dict[str, str]:
         """The REWARD_API_* variables that rebuild these settings in another process."""
         env = {}
-        for key, value in asdict(self).items():
+        for key, value in self.model_dump().items():
             if value is None:
                 continue
             if key == "default_rewards":
@@ -118,108 +163,53 @@ class Settings:
         return env
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> Settings:
-        environ = os.environ if environ is None else environ
-        values = {}
-        for key, parse in _PARSERS.items():
-            raw = environ.get(ENV_PREFIX + key.upper())
-            if raw is not None and raw.strip() != "":
-                values[key] = parse(ENV_PREFIX + key.upper(), raw.strip())
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
-
-
-def _check_range(name: str, value: int, lo: int, hi: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise SettingsError(f"{ENV_PREFIX}{name} must be an integer in [{lo}, {hi}], got {value!r}")
-
-
-def _int(name: str, raw: str) -> int:
-    try:
-        return int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
-
-
-def _names(name: str, raw: str) -> tuple[str, ...]:
-    names = tuple(part.strip() for part in raw.split(","))
-    if any(not n for n in names):
-        raise SettingsError(f"{name} must be a comma-separated list of reward names, got {raw!r}")
-    if len(set(names)) != len(names):
-        raise SettingsError(f"{name} names a reward twice: {raw!r}")
-    return names
-
-
-def _weights(name: str, raw: str) -> dict[str, float]:
-    weights = {}
-    for part in raw.split(","):
-        key, sep, value = part.partition("=")
+    def from_env(cls, **overrides: Any) -> Settings:
+        """From ``REWARD_API_*`` (keywords override); SettingsError names what is wrong."""
         try:
-            weight = float(value)
-        except ValueError:
-            weight = math.nan
-        if not sep or not key.strip() or not math.isfinite(weight):
-            raise SettingsError(f"{name} must look like 'format=1,od_length=0.5', got {part!r}")
-        weights[key.strip()] = weight
-    return weights
+            return cls(**overrides)
+        except ValidationError as exc:
+            raise SettingsError(_describe(exc)) from None
 
 
-_PARSERS = {
-    "host": lambda _n, raw: raw,
-    "port": _int,
-    "workers": _int,
-    "token": lambda _n, raw: raw,
-    "default_rewards": _names,
-    "default_weights": _weights,
-    "max_body_bytes": _int,
-    "max_samples": _int,
-    "body_read_seconds": _int,
-    "max_queued_bytes": _int,
-    "max_queued_samples": _int,
-    "queue_wait_seconds": _int,
-    "retry_after_seconds": _int,
-    "log_level": lambda _n, raw: raw.lower(),
-}
-
-
-_HELP = {
-    "host": "bind address (default 127.0.0.1)",
-    "port": "bind port (default 8000)",
-    "workers": "worker processes (default 1)",
-    "token": "bearer token required on /v1/* (default: none)",
-    "default_rewards": "comma list of rewards used when a request names none (default format,od_length,ap)",
-    "default_weights": "their weights in total, e.g. format=1,od_length=1,ap=0",
-    "max_body_bytes": "larger request bodies get 413 (default 33554432)",
-    "max_samples": "more samples per request get 422 (default 4096)",
-    "body_read_seconds": "seconds to receive a whole body, else 408 (default 10)",
-    "max_queued_bytes": "per worker, request-body bytes held at once (default 268435456)",
-    "max_queued_samples": "per worker, samples waiting or being scored (default 65536)",
-    "queue_wait_seconds": "how long a request waits for room in the worker's budgets before 503 (default 30)",
-    "retry_after_seconds": "Retry-After of an overload answer (default 1)",
-    "log_level": f"one of {', '.join(LOG_LEVELS)} (default info)",
-}
+def _describe(exc: ValidationError) -> str:
+    """'REWARD_API_PORT (--port): Input should be less than or equal to 65535; ...'."""
+    parts = []
+    for error in exc.errors(include_url=False):
+        field = str(error["loc"][0]) if error["loc"] else ""
+        where = f"{ENV_PREFIX}{field.upper()} (--{field.replace('_', '-')}): " if field else ""
+        message = error["msg"].removeprefix("Value error, ")
+        given = error.get("input")
+        shown = field and "got " not in message and not isinstance(given, dict)
+        parts.append(f"{where}{message}" + (f", got {given!r}" if shown else ""))
+    return "; ".join(parts)
 
 
 def parse_cli(argv: list[str] | None = None) -> Settings:
-    """Settings from the environment, each overridden by its command-line flag.
+    """Settings from the environment, each overridden by its command-line flag (``--max-samples``
+    beats ``REWARD_API_MAX_SAMPLES``); exits with status 2 and the reason when one is wrong."""
+    import sys
 
-    Every setting has both forms (``--max-samples`` and ``REWARD_API_MAX_SAMPLES``), and a flag's
-    text goes through the same parser as the variable's, so both are checked the same way.
-    """
-    parser = argparse.ArgumentParser(
-        prog="python -m services.reward_api",
-        description="The reward service. Each flag may also be given as its REWARD_API_* variable; the flag wins.",
-    )
-    for key in _PARSERS:
-        flag = "--" + key.replace("_", "-")
-        parser.add_argument(flag, dest=key, metavar=key.upper(), help=f"{_HELP[key]}; env {ENV_PREFIX}{key.upper()}")
-    args = vars(parser.parse_args(argv))
     try:
-        overrides = {
-            key: _PARSERS[key](f"--{key.replace('_', '-')}", raw.strip())
-            for key, raw in args.items()
-            if raw is not None
-        }
-        return Settings.from_env(**overrides)
-    except SettingsError as exc:
-        parser.exit(2, f"invalid settings: {exc}\n")
+        return CliApp.run(Settings, cli_args=sys.argv[1:] if argv is None else argv)
+    except ValidationError as exc:
+        print(f"invalid settings: {_describe(exc)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except Exception as exc:  # pydantic-settings' own CLI errors (an unknown flag, a missing value)
+        if type(exc).__name__ != "SettingsError":
+            raise
+        print(f"invalid settings: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def markdown_table() -> str:
+    """The README's settings table, from the model: flag, variable, default, meaning."""
+    lines = ["| flag | variable | default | meaning |", "|---|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        if isinstance(default, tuple):
+            default = ",".join(default)
+        elif default is None:
+            default = "unset"
+        lines.append(f"| `--{name.replace('_', '-')}` | `{ENV_PREFIX}{name.upper()}` | `{default}` | "
+                     f"{field.description} |")
+    return "\n".join(lines)

@@ -291,3 +291,40 @@ def test_empty_set_has_no_values():
     result = evaluate_dataset([])
     assert (result.n_images, result.ap, result.precision, result.recall, result.nms_ap) == (0, None, None, None, None)
     assert result.per_category == []
+
+
+# ---------------------------------------------------------------- bounded memory (issue 11)
+
+
+def _peak(fn):
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        result = fn()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_thousands_of_identical_boxes_evaluate_in_bounded_memory():
+    items = [box("cat", CAT)] * 2500
+    result, peak = _peak(lambda: evaluate_dataset([(answer(*items), items)]))
+    assert (result.matches, result.precision, result.recall) == (2500, 1.0, 1.0)
+    assert peak < 80e6, f"peak {peak / 1e6:.0f} MB"
+
+
+def test_thousands_of_distinct_labels_evaluate_in_memory_linear_in_the_boxes():
+    items = [box(f"l{i}", [i, i, i + 10, i + 10]) for i in range(6000)]
+    result, peak = _peak(lambda: evaluate_dataset([(answer(*items), items)]))
+    assert result.matches == 6000 and result.ap == ONE
+    assert peak < 250e6, f"peak {peak / 1e6:.0f} MB"
+
+
+def test_the_number_of_categories_is_bounded():
+    image = (answer(box("cat", CAT)), [box("cat", CAT)])
+    with pytest.raises(EvaluationInputError, match="50001 categories, more than the limit of 10000"):
+        evaluate_dataset([image], ["cat"] + [f"c{i}" for i in range(50_000)], max_categories=10_000)
+    items = [box(f"l{i}", CAT) for i in range(30)]
+    with pytest.raises(EvaluationInputError, match="30 ground-truth labels"):
+        evaluate_dataset([(answer(), items)], max_categories=20)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from services.reward_api.engine.ground_truth import parse_solution
 from services.reward_api.engine.parsing import ParsedCompletion
 from services.reward_api.engine.rewards import weighted_sum as ws_module
 from services.reward_api.engine.rewards.weighted_sum import greedy_match, iou, iou_matrix, weighted_sum
+from services.reward_api.engine.matching import greedy_matching
 
 
 def item(box, label="cat"):
@@ -210,15 +212,44 @@ def test_python_candidates_are_exactly_iou():
             assert [(repr(v), i, j) for v, i, j in kept] == [(repr(v), i, j) for v, i, j in want if v >= threshold]
 
 
-def test_python_and_numpy_candidates_agree():
+def _python_greedy(preds, valid, gts, threshold):
+    candidates = sorted(ws_module._python_candidates(preds, valid, gts, threshold), key=lambda c: -c[0])
+    taken_p, taken_g, out = set(), set(), []
+    for value, p, g in candidates:
+        if p not in taken_p and g not in taken_g:
+            taken_p.add(p), taken_g.add(g), out.append((p, g, value))
+    return out
+
+
+def test_python_and_numpy_paths_match_the_same_pairs():
+    """The row-by-row path (matching.greedy_matching) takes the pairs the Python path
+    takes, in the same order, ties included (boxes drawn from a few, so many IoUs are equal)."""
     rng = random.Random(22)
-    for _ in range(1000):
-        preds = [random_box(rng) for _ in range(rng.randint(1, 12))]
-        gts = [random_box(rng) for _ in range(rng.randint(1, 12))]
+    for _ in range(600):
+        pool = [random_box(rng) for _ in range(rng.randint(1, 5))]
+        preds = [rng.choice(pool) for _ in range(rng.randint(1, 14))]
+        gts = [rng.choice(pool) for _ in range(rng.randint(1, 14))]
         valid = sorted(rng.sample(range(len(preds)), rng.randint(1, len(preds))))
-        threshold = rng.choice([0.5, 0.3, 0.9, 1.0])
-        assert (ws_module._python_candidates(preds, valid, gts, threshold)
-                == ws_module._numpy_candidates(preds, valid, gts, threshold))
+        threshold = rng.choice([0.5, 0.3, 0.9, 1.0, 1e-9])
+        boxes = [b if i in valid else None for i, b in enumerate(preds)]
+        rows = ws_module._iou_rows(boxes, gts)
+        want = _python_greedy(preds, valid, gts, threshold)
+        assert greedy_matching(valid, lambda p: rows([p])[0], len(gts), threshold) == want
+        assert greedy_matching(valid, lambda p: rows([p])[0], len(gts), threshold, rows) == want
+
+
+def test_many_identical_boxes_match_in_bounded_memory():
+    """2,500 identical boxes on each side (issue 11: +1.12 GB as tuples): every pair is a
+    candidate, but only a short list per prediction is held."""
+    box = (10.0, 10.0, 50.0, 50.0)
+    tracemalloc.start()
+    try:
+        matches = greedy_match([box] * 2500, [box] * 2500, 0.5)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert matches[:2] == [(0, 0, 1.0), (1, 1, 1.0)] and len(matches) == 2500
+    assert peak < 40e6, f"peak {peak / 1e6:.0f} MB"
 
 
 @pytest.mark.parametrize("huge, other", [

@@ -250,3 +250,25 @@ def test_a_batch_reads_each_distinct_solution_once_lists_included(monkeypatch):
     assert len(reads) == 2  # the list (its equal copy shares it) and the text; the broken list never parses
     assert scores.errors[:4] == [None] * 4
     assert scores.errors[4] == scores.errors[5] == "solution item 0: bbox_2d has 3 numbers, not 4"
+
+
+def test_coalesced_requests_keep_their_own_budgets():
+    """The service scores concurrent requests in one call (``request_sizes``): each request's
+    json_repair time, box pairs and explain bytes are its own, so none spends another's."""
+    malformed = "<think>t</think><answer>```json\n" + "1{" * 64 + "\n```</answer>"
+    batch = [sample(malformed + f" {i}", gt_text([CAT])) for i in range(4)]
+    v1 = [{"name": "repetition", "version": "1"}]
+    # A budget that admits one repair (the first starts with time left) and no more.
+    one_request = score_batch(batch, v1, repair_seconds=1e-9)
+    assert [e is None for e in one_request.errors] == [True, False, False, False]
+    two_requests = score_batch(batch, v1, repair_seconds=1e-9, request_sizes=[2, 2])
+    assert [e is None for e in two_requests.errors] == [True, False, True, False]
+    assert "REWARD_API_MAX_REPAIR_SECONDS" in two_requests.errors[1]
+    assert score_batch(batch, ["repetition"], repair_seconds=1e-9).errors == [None] * 4  # version 2: no json_repair
+
+    boxes = [sample(answer([CAT] * 3), gt_text([CAT] * 2)) for _ in range(4)]  # 6 pairs each
+    assert score_batch(boxes, ["ap"], max_box_pairs=12, request_sizes=[2, 2]).errors == [None] * 4
+    with pytest.raises(registry.RegistryError, match=r"samples 0\.\.2 already need more than 12"):
+        score_batch(boxes, ["ap"], max_box_pairs=12)
+    with pytest.raises(ValueError, match="do not add up"):
+        score_batch(boxes, ["ap"], request_sizes=[3])

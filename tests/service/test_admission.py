@@ -134,5 +134,5 @@ def test_the_byte_budget_must_hold_one_whole_body():
     from services.reward_api.settings import Settings, SettingsError
 
     with pytest.raises(SettingsError, match="MAX_QUEUED_BYTES .* must be at least REWARD_API_MAX_BODY_BYTES"):
-        Settings(max_body_bytes=2048, max_queued_bytes=1024)
+        Settings.from_env(max_body_bytes=2048, max_queued_bytes=1024)
     assert Settings().max_queued_bytes >= Settings().max_body_bytes

@@ -34,7 +34,7 @@ def test_a_started_service_is_ready_isolated_from_the_shell_and_stopped_cleanly(
 def test_a_service_that_exits_at_start_raises_with_its_log():
     with pytest.raises(RuntimeError, match="exited before it was ready") as caught:
         LocalService.start(env={"REWARD_API_MAX_SAMPLES": "many"}, timeout=30)
-    assert "must be an integer" in str(caught.value)  # the service's own message, from its log
+    assert "REWARD_API_MAX_SAMPLES (--max-samples): Input should be a valid integer" in str(caught.value)  # the service's own message, from its log
 
 
 def _wait_cli(*args: str) -> subprocess.CompletedProcess:

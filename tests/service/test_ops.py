@@ -91,7 +91,8 @@ def test_unknown_path_is_json_404(server):
 
 
 @pytest.mark.parametrize("env, message", [
-    ({"REWARD_API_MAX_SAMPLES": "many"}, "REWARD_API_MAX_SAMPLES must be an integer"),
+    ({"REWARD_API_MAX_SAMPLES": "many"}, "REWARD_API_MAX_SAMPLES (--max-samples): Input should be a valid integer"),
+    ({"REWARD_API_LOG_LEVEL": "loud"}, "REWARD_API_LOG_LEVEL"),
     ({"REWARD_API_WORKERS": "0"}, "REWARD_API_WORKERS"),
     ({"REWARD_API_DEFAULT_REWARDS": "format,nope"}, "nope"),
     ({"REWARD_API_DEFAULT_WEIGHTS": "repetition=1"}, "DEFAULT_WEIGHTS"),
@@ -148,4 +149,21 @@ def test_every_setting_has_a_flag_that_beats_its_variable():
 def test_a_bad_flag_names_itself():
     done = subprocess.run([sys.executable, "-m", "services.reward_api", "--max-samples", "many"],
                           capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2 and "--max-samples must be an integer" in done.stderr, done.stderr
+    assert done.returncode == 2 and "(--max-samples): Input should be a valid integer" in done.stderr, done.stderr
+
+
+def test_the_readmes_settings_table_is_the_settings_model():
+    from services.reward_api.settings import markdown_table
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert markdown_table() in readme, "README's settings table differs from settings.markdown_table(): paste it"
+
+
+def test_the_bearer_scheme_is_in_the_openapi_document():
+    from services.reward_api.app import create_app
+    from services.reward_api.settings import Settings
+
+    document = create_app(Settings()).openapi()
+    assert document["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    assert document["paths"]["/v1/score"]["post"]["security"] == [{"HTTPBearer": []}]
+    assert "security" not in document["paths"]["/healthz"]["get"]  # probes stay open

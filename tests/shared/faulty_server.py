@@ -62,7 +62,16 @@ class Proxy:
     delay: float = 0.0
 
 
-Action = Reply | Drop | Hang | Proxy
+@dataclass(frozen=True)
+class Trickle:
+    """Answer ``reply``, but its body one byte every ``interval`` seconds: every read of the client
+    gets something in time, only the whole answer is late."""
+
+    reply: Reply
+    interval: float = 0.2
+
+
+Action = Reply | Drop | Hang | Proxy | Trickle
 
 
 @dataclass(frozen=True)
@@ -159,6 +168,17 @@ class FaultyServer:
                 return
             if isinstance(action, Hang):
                 await asyncio.sleep(action.seconds)
+                return
+            if isinstance(action, Trickle):
+                status, headers, body = await self._answer(action.reply, request)
+                message = _encode_response(status, headers, body)
+                head = len(message) - len(body)
+                writer.write(message[:head])
+                for k in range(head, len(message)):
+                    await writer.drain()
+                    await asyncio.sleep(action.interval)
+                    writer.write(message[k:k + 1])
+                await writer.drain()
                 return
             status, headers, body = await self._answer(action, request)
             writer.write(_encode_response(status, headers, body))

@@ -8,13 +8,15 @@ server side.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
+import httpx
 import pytest
 
 from shared.client import AsyncRewardClient, RewardClient, RewardRequestError, RewardServiceError
 from tests.shared.conftest import FAST, direct_score
-from tests.shared.faulty_server import Drop, Hang, Proxy, Reply, short_lists
+from tests.shared.faulty_server import Drop, Hang, Proxy, Reply, Trickle, short_lists
 
 REWARDS = ["format", "ap", "od_length"]
 BUSY = Reply(503, {"detail": "overloaded"}, {"Retry-After": "0"})
@@ -158,12 +160,12 @@ def test_an_empty_batch_gets_the_services_empty_answer(faulty):
 
 
 def test_catalogue_health_token_and_evaluate(service, faulty, dead_url):
-    evaluation = {"map": 0.5, "map50": 0.75}
-    faulty.script("/v1/evaluate", BUSY, Reply(200, evaluation))
+    payload = {"images": [{"completion": "x", "solution": "None"}] * 3}
+    evaluation = httpx.post(service.url + "/v1/evaluate", json=payload).json()
+    faulty.script("/v1/evaluate", BUSY)
     with RewardClient([faulty.url, dead_url], token="s3cret", **FAST) as client:
         assert client.rewards_catalogue() == direct_catalogue(service)
         assert client.health() == {faulty.url: True, dead_url: False}
-        payload = {"samples": [{"completion": "x", "solution": "None"}] * 3}
         assert client.evaluate(payload) == evaluation
     evaluated = faulty.seen("/v1/evaluate")
     assert [r.json() for r in evaluated] == [payload, payload]  # retried, never split
@@ -248,13 +250,96 @@ def test_async_chunks_go_out_concurrently_to_all_urls_and_merge_in_order(service
 
 
 def test_async_catalogue_health_evaluate(service, faulty, dead_url):
-    faulty.script("/v1/evaluate", Drop(), Reply(200, {"map": 1.0}))
+    payload = {"images": [{"completion": "x", "solution": "None"}]}
+    faulty.script("/v1/evaluate", Drop())
 
     async def go():
         async with AsyncRewardClient([faulty.url, dead_url], **FAST) as client:
-            return await client.rewards_catalogue(), await client.health(), await client.evaluate({"x": 1})
+            return await client.rewards_catalogue(), await client.health(), await client.evaluate(payload)
 
     catalogue, health, evaluation = run(go())
     assert catalogue == direct_catalogue(service)
     assert health == {faulty.url: True, dead_url: False}
-    assert evaluation == {"map": 1.0}
+    assert evaluation == httpx.post(service.url + "/v1/evaluate", json=payload).json()
+
+
+# ------------------------------------------------------------------------------------ deadlines, strict answers
+
+GOOD = {"rewards": {"ap": [0.5]}, "total": [0.5], "versions": {"ap": "1"}, "errors": [None], "ids": [None]}
+ONE = [{"completion": "x", "solution": "None"}]
+
+
+def test_a_trickled_answer_is_cut_off_at_the_attempt_timeout_then_retried(faulty):
+    faulty.script("/v1/score", Trickle(Reply(200, GOOD), interval=0.1), Reply(200, GOOD))
+    started = time.monotonic()
+    with RewardClient(faulty.url, **{**FAST, "timeout": 1.0}) as client:
+        answer = client.score(ONE, rewards=["ap"])
+    assert answer.total == [0.5]
+    assert time.monotonic() - started < 2.5  # not the ~15 s the trickle would take
+
+
+def test_the_call_deadline_bounds_everything_retries_included(faulty):
+    faulty.script("/v1/score", *[Trickle(Reply(200, GOOD), interval=0.1)] * 10)
+    started = time.monotonic()
+    with RewardClient(faulty.url, **{**FAST, "timeout": 0.6, "deadline": 1.5}) as client:
+        with pytest.raises(RewardServiceError, match="within the attempt"):
+            client.score(ONE, rewards=["ap"])
+    assert time.monotonic() - started < 2.5
+
+
+def test_async_trickle_is_cut_off_too(faulty):
+    faulty.script("/v1/score", *[Trickle(Reply(200, GOOD), interval=0.1)] * 10)
+
+    async def go():
+        async with AsyncRewardClient(faulty.url, **{**FAST, "timeout": 0.5, "deadline": 1.2}) as client:
+            return await client.score(ONE, rewards=["ap"])
+
+    started = time.monotonic()
+    with pytest.raises(RewardServiceError):
+        run(go())
+    assert time.monotonic() - started < 2.5
+
+
+@pytest.mark.parametrize("header", ["3600", "1e308"])
+def test_a_huge_retry_after_is_capped_and_never_outlives_the_deadline(faulty, header):
+    faulty.script("/v1/score", Reply(503, {"detail": "busy"}, {"Retry-After": header}))
+    started = time.monotonic()
+    with RewardClient(faulty.url, **{**FAST, "max_retry_after": 0.3}) as client:
+        assert client.score(ONE, rewards=["ap"]).rewards == {"ap": [0.0]}  # waited 0.3 s, then the service
+    assert 0.25 < time.monotonic() - started < 3
+    faulty.script("/v1/score", Reply(503, {"detail": "busy"}, {"Retry-After": header}))
+    with RewardClient(faulty.url, **{**FAST, "deadline": 1.0}) as client:
+        with pytest.raises(RewardServiceError, match="deadline"):
+            client.score(ONE, rewards=["ap"])  # a 30 s wait cannot end within 1 s: raised at once
+
+
+@pytest.mark.parametrize(
+    ("edit", "why"),
+    [
+        ({"total": [float("nan")]}, "finite"),
+        ({"rewards": {"ap": [float("inf")]}}, "finite"),
+        ({"total": ["0.5"]}, "number"),
+        ({"rewards": {"ap": [True]}}, "number"),
+        ({"versions": {"ap": "2"}}, "pinned"),
+        ({"rewards": {"format": [1.0]}, "versions": {"format": "1"}}, "lacks"),
+    ],
+)
+def test_answers_outside_the_contract_are_never_returned(faulty, edit, why):
+    bad = {**GOOD, **edit}
+    body = json.dumps(bad).encode()  # NaN/Infinity as Python's json writes them
+    faulty.script("/v1/score", *[Reply(200, json.loads(body))] * 3)
+    with RewardClient(faulty.url, **{**FAST, "max_retries": 2}) as client:
+        with pytest.raises(RewardServiceError, match="invalid body") as raised:
+            client.score(ONE, rewards=[{"name": "ap", "version": "1"}])
+    assert len(raised.value.attempts) == 3
+    assert why in str(raised.value).lower() or why in " ".join(a.reason.lower() for a in raised.value.attempts)
+
+
+def test_client_settings_come_from_one_place():
+    env = {"REWARD_API_URL": "http://a:1,http://b:2", "REWARD_API_TOKEN": "t", "REWARD_API_TIMEOUT": "7",
+           "REWARD_API_DEADLINE": "30", "REWARD_API_MAX_RETRIES": "1"}
+    with RewardClient.from_env(env) as client:
+        assert client.base_urls == ["http://a:1", "http://b:2"]
+        assert (client.timeout, client.deadline, client.policy.max_retries) == (7.0, 30.0, 1)
+    with pytest.raises(ValueError, match="REWARD_API_.*timeout"):
+        RewardClient.from_env({"REWARD_API_TIMEOUT": "soon"})

@@ -66,6 +66,9 @@ _EPS = np.spacing(1)  # pycocotools' guard in tp / (tp + fp + eps)
 # a dataset with very uneven categories is processed in several batches instead.
 _BATCH_CELLS = 1 << 16
 _TIER_BIT = np.int64(1 << 62)
+# An image with more (detection, gt) pairs than this and several categories is matched one
+# category at a time, so memory stays linear in the boxes.
+_SPLIT_CELLS = 1 << 16
 _T_RANGE = np.arange(_T)
 
 
@@ -230,14 +233,13 @@ def _evaluate(gt, gc, dt, dc, valid, scores, cats) -> ImageEval:
 
     matched = ignored = np.zeros((_T, n_dt), dtype=bool)
     if n_dt and n_gt:
-        iou = _iou(dx, dy, dw, dh, dt_area, gx, gy, gw, gh, gt_area)
-        allowed = iou >= _MATCH_THRS[0]  # thresholds only rise: the loosest candidate set
-        if len(cats) > 1:
-            allowed &= dc[:, None] == gc
-        if not all_valid:
-            allowed &= valid[:, None]
-        if np.count_nonzero(allowed):
-            match = _greedy_match(iou, allowed, gt_ignored if any_gt_ignored else None)
+        dt_geom, gt_geom = (dx, dy, dw, dh, dt_area), (gx, gy, gw, gh, gt_area)
+        ignored_or_none = gt_ignored if any_gt_ignored else None
+        if len(cats) > 1 and n_dt * n_gt > _SPLIT_CELLS:
+            match = _match_per_category(dt_geom, gt_geom, dc, gc, valid, ignored_or_none)
+        else:
+            match = _match(dt_geom, gt_geom, dc, gc, valid, ignored_or_none, len(cats) > 1)
+        if match is not None:
             matched = match >= 0
             if any_gt_ignored:  # a detection matched to an ignored gt is ignored
                 ignored = matched & gt_ignored[match]
@@ -251,6 +253,43 @@ def _evaluate(gt, gc, dt, dc, valid, scores, cats) -> ImageEval:
         ignored=ignored,
         gt_cats=gc[~gt_ignored] if any_gt_ignored else gc,
     )
+
+
+def _match(dt_geom, gt_geom, dc, gc, valid, gt_ignored, by_category: bool) -> np.ndarray | None:
+    """(T, D) matched gt index or -1 (None: no candidate at all) over the whole IoU matrix."""
+    iou = _iou(*dt_geom, *gt_geom)
+    allowed = iou >= _MATCH_THRS[0]  # thresholds only rise: the loosest candidate set
+    if by_category:
+        allowed &= dc[:, None] == gc
+    if not valid.all():
+        allowed &= valid[:, None]
+    if not np.count_nonzero(allowed):
+        return None
+    return _greedy_match(iou, allowed, gt_ignored)
+
+
+def _match_per_category(dt_geom, gt_geom, dc, gc, valid, gt_ignored) -> np.ndarray | None:
+    """:func:`_match`, one category at a time: matches never cross categories, and the IoU of
+    every detection with every gt is quadratic (6,000 boxes of 6,000 labels: 1.4 GB), while the
+    per-category blocks hold at most MAX_DETS detections each."""
+    match = np.full((_T, len(dc)), -1, dtype=np.int64)
+    found = False
+    gt_by_cat: dict[int, list[int]] = {}
+    for g, c in enumerate(gc.tolist()):
+        gt_by_cat.setdefault(c, []).append(g)
+    dt_order = np.argsort(dc, kind="stable")  # within a category: detection order kept
+    bounds = np.flatnonzero(np.diff(dc[dt_order])) + 1
+    for d_idx in np.split(dt_order, bounds):
+        g_list = gt_by_cat.get(int(dc[d_idx[0]]))
+        if not g_list:
+            continue
+        g_idx = np.array(g_list, dtype=np.int64)
+        sub = _match(tuple(a[d_idx] for a in dt_geom), tuple(a[g_idx] for a in gt_geom), dc[d_idx], gc[g_idx],
+                     valid[d_idx], None if gt_ignored is None else gt_ignored[g_idx], False)
+        if sub is not None:
+            found = True
+            match[:, d_idx] = np.where(sub >= 0, g_idx[sub], -1)
+    return match if found else None
 
 
 def _rank_within(groups: np.ndarray) -> np.ndarray:

@@ -34,6 +34,7 @@ import numpy as np
 
 from . import coco_ap
 from .ground_truth import SolutionError, parse_solution
+from .matching import greedy_matching
 from .parsing import ParsedCompletion
 
 MATCH_IOU = 0.5  # greedy precision/recall: a match needs IoU >= 0.5 (COCO's convention)
@@ -114,19 +115,31 @@ def read_predictions(completion: str) -> Predictions:
     return Predictions(parsed.answer is not None, tuple(p.label for p in predictions), boxes, valid)
 
 
-def read_ground_truth(solution, index: int) -> GroundTruthBoxes:
+def read_ground_truth(solution, index: int, max_boxes: int | None = None) -> GroundTruthBoxes:
     try:
         truth = parse_solution(solution)
     except SolutionError as exc:
         raise EvaluationInputError(f"images[{index}].solution: {exc}") from None
+    if max_boxes is not None and truth.n > max_boxes:
+        raise EvaluationInputError(f"images[{index}].solution: {truth.n} boxes, more than the limit of {max_boxes} "
+                                   "per ground truth (REWARD_API_MAX_GT_BOXES)")
     boxes = np.asarray(truth.boxes, dtype=np.float64).reshape(-1, 4)
     return GroundTruthBoxes(tuple(truth.labels), boxes)
 
 
-def resolve_categories(truths: Sequence[GroundTruthBoxes], categories: Sequence[str] | None) -> list[str]:
+def resolve_categories(truths: Sequence[GroundTruthBoxes], categories: Sequence[str] | None,
+                       max_categories: int | None = None) -> list[str]:
     """The set's categories: as given (every ground-truth label must be one), else the ground-truth
-    labels in order of first appearance."""
+    labels in order of first appearance. More than ``max_categories`` is an error: the answer
+    holds a row per category, and the COCO tables a column."""
     seen = list(dict.fromkeys(label for truth in truths for label in truth.labels))
+    count = len(seen) if categories is None else len(categories)
+    if max_categories is not None and count > max_categories:
+        where = "ground-truth labels" if categories is None else "categories"
+        raise EvaluationInputError(
+            f"categories: the set has {count} {where}, more than the limit of {max_categories} per evaluation; "
+            "evaluate the categories in groups"
+        )
     if categories is None:
         return seen
     doubled = sorted(c for c, n in Counter(categories).items() if n > 1)
@@ -153,9 +166,57 @@ def iou_matrix(preds: Predictions, truth: GroundTruthBoxes) -> np.ndarray:
     return coco_ap.bbox_iou(xywh(preds.boxes), xywh(truth.boxes))
 
 
-def greedy_matches(preds: Predictions, truth: GroundTruthBoxes, iou: np.ndarray) -> list[tuple[int, int]]:
+class IouRows:
+    """The (D, G) IoU of one image, a row at a time: a policy may answer thousands of boxes, and
+    the whole matrix of thousands of predictions by thousands of ground truths would take
+    gigabytes. ``rows`` (default all) picks the predictions, in order."""
+
+    def __init__(self, preds: Predictions, truth: GroundTruthBoxes, rows: np.ndarray | None = None) -> None:
+        self._dt = xywh(preds.boxes) if rows is None else xywh(preds.boxes)[rows]
+        self._gt = xywh(truth.boxes)
+        self.shape = (len(self._dt), len(self._gt))
+
+    def row(self, p: int) -> np.ndarray:
+        return coco_ap.bbox_iou(self._dt[p:p + 1], self._gt)[0]
+
+    def rows(self, ps: Sequence[int]) -> np.ndarray:
+        return coco_ap.bbox_iou(self._dt[np.asarray(ps, dtype=np.int64)], self._gt)
+
+
+_MATRIX_CELLS = 1 << 16  # images up to this many (prediction, ground truth) pairs get the whole matrix
+
+
+def image_iou(preds: Predictions, truth: GroundTruthBoxes) -> np.ndarray | IouRows:
+    """The image's IoU: the matrix when small (fast), else rows on demand (bounded memory)."""
+    if len(preds.labels) * truth.boxes.shape[0] <= _MATRIX_CELLS:
+        return iou_matrix(preds, truth)
+    return IouRows(preds, truth)
+
+
+def _label_codes(preds: Predictions, truth: GroundTruthBoxes) -> tuple[np.ndarray, np.ndarray]:
+    """Labels as integers: equal labels, equal codes; a prediction whose label no ground truth of
+    the image has gets -1 (it can match nothing), as does a missing label."""
+    code = {label: k for k, label in enumerate(dict.fromkeys(truth.labels))}
+    gt = np.array([code[label] for label in truth.labels], dtype=np.int64)
+    pred = np.array([code.get(label, -1) if label is not None else -1 for label in preds.labels], dtype=np.int64)
+    return pred, gt
+
+
+def greedy_matches(preds: Predictions, truth: GroundTruthBoxes, iou: np.ndarray | IouRows) -> list[tuple[int, int]]:
     """Label-aware greedy matching at IoU >= 0.5: best IoU first, ties to the lower indexes."""
-    same_label = np.array([[p == g for g in truth.labels] for p in preds.labels], dtype=bool).reshape(iou.shape)
+    pred_code, gt_code = _label_codes(preds, truth)
+    if isinstance(iou, IouRows):
+        takers = np.flatnonzero(preds.valid & (pred_code >= 0)).tolist()
+
+        def row(p: int) -> np.ndarray:
+            return np.where(gt_code == pred_code[p], iou.row(p), np.nan)
+
+        def rows(ps: Sequence[int]) -> np.ndarray:
+            same = gt_code[None, :] == pred_code[np.asarray(ps, dtype=np.int64)][:, None]
+            return np.where(same, iou.rows(ps), np.nan)
+
+        return [(p, g) for p, g, _ in greedy_matching(takers, row, len(gt_code), MATCH_IOU, rows)]
+    same_label = (pred_code[:, None] == gt_code[None, :]) & (pred_code[:, None] >= 0)
     candidate = same_label & preds.valid[:, None] & (iou >= MATCH_IOU)
     rows, cols = np.nonzero(candidate)
     order = np.lexsort((cols, rows, -iou[rows, cols]))
@@ -170,7 +231,7 @@ def greedy_matches(preds: Predictions, truth: GroundTruthBoxes, iou: np.ndarray)
     return matches
 
 
-def nms_keep(iou: np.ndarray) -> np.ndarray:
+def nms_keep(iou: np.ndarray | IouRows) -> np.ndarray:
     """(D,) bool: which predictions OVDEval's NMS keeps. ``iou`` (D, G) holds only the predictions
     taking part (known labels), in score order (= answer order).
 
@@ -179,14 +240,15 @@ def nms_keep(iou: np.ndarray) -> np.ndarray:
     ground truth it overlaps. So each ground truth keeps at most one prediction around it, the
     highest-scoring survivor, whatever the labels.
     """
-    over = iou > NMS_IOU
+    row = iou.row if isinstance(iou, IouRows) else iou.__getitem__
     held = np.zeros(iou.shape[1], dtype=bool)
     keep = np.ones(iou.shape[0], dtype=bool)
     for p in range(iou.shape[0]):
-        if (over[p] & held).any():
+        over = row(p) > NMS_IOU
+        if (over & held).any():
             keep[p] = False
         else:
-            held |= over[p]
+            held |= over
     return keep
 
 
@@ -210,21 +272,29 @@ class _Tally:
     unknown: Counter = field(default_factory=Counter)
 
 
-def evaluate_dataset(images: Sequence[tuple[str, object]], categories: Sequence[str] | None = None) -> EvaluationResult:
-    """Every metric of the set. images: (completion, solution) pairs in image order."""
-    truths = [read_ground_truth(solution, i) for i, (_, solution) in enumerate(images)]
-    names = resolve_categories(truths, categories)
+def evaluate_dataset(images: Sequence[tuple[str, object]], categories: Sequence[str] | None = None,
+                     max_categories: int | None = None, max_gt_boxes: int | None = None,
+                     max_box_pairs: int | None = None) -> EvaluationResult:
+    """Every metric of the set. images: (completion, solution) pairs in image order. The limits
+    (None: none) bound the work: categories of the set, boxes of one image's ground truth,
+    predicted x ground-truth boxes summed over the set."""
+    truths = [read_ground_truth(solution, i, max_gt_boxes) for i, (_, solution) in enumerate(images)]
+    names = resolve_categories(truths, categories, max_categories)
     index = {name: k for k, name in enumerate(names)}
     preds = [read_predictions(completion) for completion, _ in images]
+    pairs = sum(len(p.labels) * len(t.labels) for p, t in zip(preds, truths))
+    if max_box_pairs is not None and pairs > max_box_pairs:
+        raise EvaluationInputError(f"images: {pairs} (prediction, ground truth) box pairs to match, more than the "
+                                   f"limit of {max_box_pairs} (REWARD_API_MAX_BOX_PAIRS); evaluate in parts")
     k = len(names)
     tally = _Tally(np.zeros(k, np.int64), np.zeros(k, np.int64), np.zeros(k, np.int64))
     coco_images, nms_images = [], []
     for pred, truth in zip(preds, truths):
-        iou = iou_matrix(pred, truth)
+        iou = image_iou(pred, truth)
         _count(tally, pred, truth, index, greedy_matches(pred, truth, iou))
         coco_input, known = _coco_input(pred, truth, index)
         coco_images.append(coco_input)
-        keep = nms_keep(iou[known])
+        keep = nms_keep(IouRows(pred, truth, known) if isinstance(iou, IouRows) else iou[known])
         nms_images.append(coco_input._replace(
             dt_boxes=coco_input.dt_boxes[keep], dt_cats=coco_input.dt_cats[keep], dt_valid=coco_input.dt_valid[keep]
         ))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, NamedTuple
 
@@ -29,6 +30,9 @@ __all__ = [
     "JSON_FENCE_OPEN",
     "FENCE",
     "REPAIR_MAX_CHARS",
+    "RepairBudget",
+    "RepairBudgetSpent",
+    "repair_json",
     "BoxList",
     "Prediction",
     "read_predictions",
@@ -278,26 +282,59 @@ def box_list(text: str, which: str = "last", load: Callable[[str], tuple[Any, bo
     return BoxList(value)
 
 
-def _load_or_repair(text: str, load: Callable[[str], tuple[Any, bool]] = load_json) -> Any:
+def repair_json(text: str) -> Any:
+    """json_repair's reading of ``text``; None when it fails (a third-party repairer on hostile text,
+    RecursionError included: "unparsable")."""
+    import json_repair  # here, not at the top: the trainer reads ground truth with this module, without it
+
+    try:
+        return json_repair.loads(text)
+    except Exception:
+        return None
+
+
+class RepairBudgetSpent(Exception):
+    """The request's json_repair time is spent: the sample that needs more is not scored."""
+
+
+class RepairBudget:
+    """:func:`repair_json` within a time budget shared by a whole request.
+
+    json_repair can take 0.35 s on 1 KB (``"1{" * 512``), so the per-block size cap alone let 4,096
+    such samples cost a worker 24 minutes. Once ``seconds`` are spent, a further repair raises
+    RepairBudgetSpent: that sample is not scored (never scored differently).
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.left = seconds
+
+    def __call__(self, text: str) -> Any:
+        if self.left <= 0:
+            raise RepairBudgetSpent
+        start = time.perf_counter()
+        try:
+            return repair_json(text)
+        finally:
+            self.left -= time.perf_counter() - start
+
+
+def _load_or_repair(text: str, load: Callable[[str], tuple[Any, bool]] = load_json,
+                    repair: Callable[[str], Any] = repair_json) -> Any:
     """json.loads, else json_repair for blocks up to REPAIR_MAX_CHARS; None when neither reads it."""
     value, ok = load(text)
     if ok:
         return value
     if len(text) > REPAIR_MAX_CHARS:
         return None
-    import json_repair  # here, not at the top: the trainer reads ground truth with this module, without it
-
-    try:
-        return json_repair.loads(text)
-    except Exception:  # a third-party repairer on hostile text (RecursionError included): "unparsable"
-        return None
+    return repair(text)
 
 
-def repetition_box_list(text: str, load: Callable[[str], tuple[Any, bool]] = load_json) -> tuple[str | None, list | None]:
+def repetition_box_list(text: str, load: Callable[[str], tuple[Any, bool]] = load_json,
+                        repair: Callable[[str], Any] = repair_json) -> tuple[str | None, list | None]:
     """repetition step 2: ``(source, items)``; items is the parsed non-empty list, else None.
 
     source: "json_fence", "fence", "bare_list" (which pattern found the block) or None;
-    ``load`` as for :func:`box_list`.
+    ``load`` as for :func:`box_list`; ``repair``: :func:`repair_json` or a :class:`RepairBudget`.
     """
     block = first_block(text, JSON_FENCE_OPEN, FENCE)
     source = "json_fence"
@@ -307,7 +344,7 @@ def repetition_box_list(text: str, load: Callable[[str], tuple[Any, bool]] = loa
         block, source = first_bare_box_list(text), "bare_list"
     if block is None:
         return None, None
-    value = _load_or_repair(block.strip(), load)
+    value = _load_or_repair(block.strip(), load, repair)
     return source, (value if isinstance(value, list) and value else None)
 
 
@@ -393,8 +430,11 @@ class ParsedCompletion:
     text, and then share one parsed JSON value (:meth:`_load_json`).
     """
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, repair: Callable[[str], Any] = repair_json) -> None:
+        """``repair``: how repetition version 1 repairs malformed JSON (json_repair; a request's
+        RepairBudget in the service). Version 2 has its own linear repair and needs no budget."""
         self.text = text
+        self._repair = repair
         self._json: dict[str, tuple[Any, bool]] = {}
 
     def _load_json(self, text: str) -> tuple[Any, bool]:
@@ -469,7 +509,7 @@ class ParsedCompletion:
 
     @cached_property
     def _repetition(self) -> tuple[str | None, list | None]:
-        return repetition_box_list(self.text, self._load_json)
+        return repetition_box_list(self.text, self._load_json, self._repair)
 
     @property
     def repetition_source(self) -> str | None:

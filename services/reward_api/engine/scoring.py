@@ -15,17 +15,20 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from .ground_truth import GroundTruth, SolutionError, canonical_text, parse_solution
-from .parsing import ParsedCompletion, Prediction
+from .parsing import ParsedCompletion, Prediction, RepairBudget, RepairBudgetSpent, repair_json
 from .registry import RegistryError, ResolvedReward, resolve_rewards, validate_params
 from .rewards import RewardInput
 from .rewards import detection, repetition, weighted_sum
 
 __all__ = [
+    "ExplainTooLarge",
+    "TooManyBoxPairs",
     "MissingCompletionTokens",
     "BatchStats",
     "BatchScores",
     "INVALID_SOLUTION",
     "REWARD_ERROR",
+    "REPAIR_BUDGET",
     "score_batch",
     "parse_failures",
     "listed",
@@ -33,7 +36,30 @@ __all__ = [
 
 INVALID_SOLUTION = "invalid_solution"  # error reason: the sample's ground truth cannot be read
 REWARD_ERROR = "reward_error"  # error reason: a reward raised (a bug); the sample is not scored
+REPAIR_BUDGET = "repair_budget"  # error reason: the request's json_repair time was spent before it
 MAX_LISTED = 20
+
+
+class ExplainTooLarge(RegistryError):
+    """The explain details would pass the caller's size budget; raised as soon as they do."""
+
+    def __init__(self, budget: int, n_done: int, n_samples: int) -> None:
+        super().__init__(
+            "explain",
+            f"the details of samples 0..{n_done - 1} (of {n_samples}) already pass the limit of {budget} bytes "
+            "(REWARD_API_MAX_EXPLAIN_BYTES); ask explain for fewer samples, or for fewer boxes per completion",
+        )
+
+
+class TooManyBoxPairs(RegistryError):
+    """Matching costs time in predicted x ground-truth boxes; the request passed its budget."""
+
+    def __init__(self, budget: int, index: int) -> None:
+        super().__init__(
+            "samples",
+            f"samples 0..{index} already need more than {budget} (prediction, ground truth) box pairs to match "
+            "(REWARD_API_MAX_BOX_PAIRS); split the batch or send fewer boxes",
+        )
 
 
 class MissingCompletionTokens(RegistryError):
@@ -131,12 +157,25 @@ def score_batch(
     rewards: Sequence[ResolvedReward | str | Mapping],
     params: Mapping[str, Any] | None = None,
     explain: bool = False,
+    *,
+    max_gt_boxes: int | None = None,
+    max_box_pairs: int | None = None,
+    explain_budget: int | None = None,
+    repair_seconds: float | None = None,
+    request_sizes: Sequence[int] | None = None,
 ) -> BatchScores:
     """Score ``samples`` (objects or dicts with completion, solution, completion_tokens).
 
     ``rewards``: resolved rewards (or names/refs, resolved here); ``params``: per-reward
     parameters, raw or already validated (defaults fill the rest). Raises RegistryError
     subclasses (ParamsError, MissingCompletionTokens, ...) for errors of the request itself.
+    ``max_gt_boxes``: a ground truth with more boxes is not read (the sample's error says so);
+    ``max_box_pairs``: predicted x ground-truth boxes summed over the batch (TooManyBoxPairs beyond);
+    ``explain_budget``: bytes the details may take, as JSON (ExplainTooLarge beyond);
+    ``repair_seconds``: json_repair time for the whole batch (a sample needing more: not scored).
+    ``request_sizes``: where the batch is several requests' samples one after the other (the
+    service coalesces concurrent requests), their sizes in order; the three budgets above then
+    apply to each request on its own, so no request spends another's. Default: one request.
     """
     resolved = _resolve(rewards)
     checked_params = validate_params(params or {}, resolved)
@@ -148,15 +187,25 @@ def score_batch(
     details: list[dict[str, Any]] | None = [] if explain else None
     predicted_boxes: list[int | None] = []
     sample_failures: list[tuple[str, ...]] = []
-    read_truth = _TruthCache()
+    read_truth = _TruthCache(max_gt_boxes)
+    starts = _request_starts(request_sizes, len(samples))
+    # weighted_sum (cosine reuses it) matches its own reading of the boxes, one per version asked.
+    ws_versions = {r.version for r in resolved if r.name in ("weighted_sum", "cosine")}
 
     for index, sample in enumerate(samples):
+        if index in starts:  # a new request: its own budgets
+            first, explained_bytes, box_pairs = index, 0, 0
+            repair = repair_json if repair_seconds is None else RepairBudget(repair_seconds)
         completion = _field(sample, "completion")
         if not isinstance(completion, str):
             raise TypeError(f"samples[{index}].completion must be a string")
-        parsed = ParsedCompletion(completion)
-        scored, error, reason, inp = _score_sample(parsed, read_truth(_field(sample, "solution")), sample,
-                                                   resolved, checked_params)
+        parsed = ParsedCompletion(completion, repair)
+        truth = read_truth(_field(sample, "solution"))
+        if max_box_pairs is not None and isinstance(truth, GroundTruth):
+            box_pairs += _predicted_boxes(parsed, ws_versions) * truth.n
+            if box_pairs > max_box_pairs:
+                raise TooManyBoxPairs(max_box_pairs, index - first)
+        scored, error, reason, inp = _score_sample(parsed, truth, sample, resolved, checked_params)
         for r in resolved:
             values[r.name].append(scored.get(r.name))
         errors.append(error)
@@ -166,6 +215,10 @@ def score_batch(
         sample_failures.append(failures)
         if details is not None:
             details.append(_details(parsed, failures, inp, resolved, error, reason))
+            if explain_budget is not None:
+                explained_bytes += _json_size(details[-1])
+                if explained_bytes > explain_budget:
+                    raise ExplainTooLarge(explain_budget, index + 1 - first, starts[first])
 
     counts = Counter(kind for kinds in sample_failures for kind in kinds)
     return BatchScores(
@@ -178,6 +231,19 @@ def score_batch(
     )
 
 
+def _request_starts(sizes: Sequence[int] | None, n: int) -> dict[int, int]:
+    """{index of a request's first sample: that request's size}."""
+    sizes = [n] if sizes is None else list(sizes)
+    if sum(sizes) != n or any(size < 0 for size in sizes):
+        raise ValueError(f"request_sizes {sizes} do not add up to the {n} samples")
+    starts, at = {}, 0
+    for size in sizes:
+        if size:
+            starts[at] = size
+        at += size
+    return starts
+
+
 class _TruthCache:
     """parse_solution, once per distinct solution in a batch.
 
@@ -187,8 +253,9 @@ class _TruthCache:
     parse_solution reads of it (and which is cheaper to write than the list is to read).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_boxes: int | None = None) -> None:
         self._read: dict[tuple[str, str], GroundTruth | SolutionError] = {}
+        self._max_boxes = max_boxes
 
     def __call__(self, solution: Any) -> GroundTruth | SolutionError:
         if isinstance(solution, str):
@@ -201,15 +268,41 @@ class _TruthCache:
         else:
             return _read_or_error(solution)  # not a solution at all: parse_solution says why
         if key not in self._read:
-            self._read[key] = _read_or_error(solution)
+            self._read[key] = _read_or_error(solution, self._max_boxes)
         return self._read[key]
 
 
-def _read_or_error(solution: Any) -> GroundTruth | SolutionError:
+def _read_or_error(solution: Any, max_boxes: int | None = None) -> GroundTruth | SolutionError:
     try:
-        return parse_solution(solution)
+        truth = parse_solution(solution)
     except SolutionError as exc:
         return exc
+    if max_boxes is not None and truth.n > max_boxes:
+        # Matching costs time in predictions x ground-truth boxes: the ground truth is bounded.
+        return SolutionError(f"solution: {truth.n} boxes, more than the limit of {max_boxes} per ground truth "
+                             "(REWARD_API_MAX_GT_BOXES)")
+    return truth
+
+
+def _predicted_boxes(parsed: ParsedCompletion, ws_versions: set[str]) -> int:
+    """Boxes the rewards will match: the answer's list, and weighted_sum's own reading of it in each
+    version asked (version 2 reads the twice-normalised text; a value that is not a list matches nothing)."""
+    n = len(parsed.answer_items) if parsed.answer is not None else 0
+    for version in ws_versions:
+        n = max(n, len(parsed.ws_items if version == "1" else parsed.ws_items_v2))
+    return n
+
+
+def _json_size(value: Any) -> int:
+    """Bytes of ``value`` as JSON (orjson when it can, else json; only sizes are compared)."""
+    try:
+        import orjson
+
+        return len(orjson.dumps(value))
+    except (ImportError, TypeError):
+        import json
+
+        return len(json.dumps(value, default=str))
 
 
 def _score_sample(parsed, truth, sample, resolved, params):
@@ -223,6 +316,9 @@ def _score_sample(parsed, truth, sample, resolved, params):
             scored[r.name] = float(r.compute(inp))
         except SolutionError as exc:  # a ground truth only one version cannot read (weighted_sum 2)
             return {}, str(exc), INVALID_SOLUTION, None
+        except RepairBudgetSpent:  # only version 1 repairs with json_repair (version 2: repair.py, linear)
+            return {}, (f"{r.name}: this request's json_repair time is spent (REWARD_API_MAX_REPAIR_SECONDS); "
+                        "not scored: send fewer malformed answers per request"), REPAIR_BUDGET, inp
         except Exception as exc:  # a bug in one reward must not take the whole batch down
             return {}, f"{r.name} failed: {type(exc).__name__}: {exc}", REWARD_ERROR, inp
     return scored, None, None, inp
@@ -243,7 +339,7 @@ def _details(parsed: ParsedCompletion, failures: tuple[str, ...], inp: RewardInp
     if inp is None:
         return out
     out["ground_truth"] = _truth_details(inp.truth)
-    if reason == REWARD_ERROR:
+    if reason in (REWARD_ERROR, REPAIR_BUDGET):
         return out  # the failing reward would only fail again
     if names & {"ap", "ap50", "od_length"}:
         result = detection.shared_result(inp, detection_version)

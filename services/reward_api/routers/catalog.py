@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
 from ..engine import registry
+from .deps import DefaultPlan
 
 router = APIRouter(tags=["rewards"])
 
 
 @router.get("/rewards")
-async def rewards(request: Request) -> dict:
-    defaults = request.app.state.defaults
+async def rewards(defaults: DefaultPlan) -> dict:
     return {
         "rewards": registry.catalogue(),
         "defaults": {

@@ -1,4 +1,5 @@
-"""Dependencies shared by the routers: settings, the bearer-token check, the bounded batch runner."""
+"""The routers' dependencies, as ``Annotated`` aliases: the settings, the default reward plan,
+the bearer-token check (FastAPI's HTTPBearer: documented in OpenAPI), the bounded batch runner."""
 
 from __future__ import annotations
 
@@ -7,15 +8,17 @@ import hmac
 from collections import deque
 from collections.abc import Callable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-import orjson
-from fastapi import HTTPException, Request
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from starlette.responses import Response
 
 from shared.contract import ErrorBody
 
+from ..errors import ServiceError, Unauthorized
+from ..responses import JSONBytes
 from ..settings import Settings
 
 T = TypeVar("T")
@@ -25,45 +28,60 @@ T = TypeVar("T")
 INLINE_PARSE_BYTES = 64 * 1024
 
 
-class JSONBytes(Response):
-    """JSON rendered by orjson (several times faster than json.dumps on large batches)."""
-
-    media_type = "application/json"
-
-    def render(self, content) -> bytes:
-        return content if isinstance(content, bytes) else orjson.dumps(content)
-
-
+# Every dependency is a coroutine: FastAPI runs a plain function in its thread pool, a hop that
+# costs more than all of these do.
 async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-async def require_token(request: Request) -> None:
+async def get_defaults(request: Request) -> Any:
+    """The resolved default reward set (routers/request_handling.Plan)."""
+    return request.app.state.defaults
+
+
+# auto_error=False: a missing or non-Bearer header is our 401 (with the service's message), and a
+# service without a token takes any request.
+bearer = HTTPBearer(auto_error=False, description="REWARD_API_TOKEN, when the service is started with one")
+
+
+async def require_token(
+    settings: Annotated[Settings, Depends(get_settings)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> None:
     """401 unless the request carries ``Authorization: Bearer <REWARD_API_TOKEN>`` (when one is set)."""
-    token = request.app.state.settings.token
-    if token is None:
+    if settings.token is None:
         return
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    given = credentials.credentials.strip() if credentials is not None else ""
     # compare_digest: the time taken must not tell how much of a guessed token was right.
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-        raise HTTPException(
-            status_code=401,
-            detail="missing or wrong bearer token (header Authorization: Bearer <token>)",
-            headers={"WWW-Authenticate": 'Bearer realm="reward_api"'},
+    if not hmac.compare_digest(given.encode(), settings.token.encode()):
+        raise Unauthorized()
+
+
+class Overloaded(ServiceError):
+    """A request waited ``queue_wait_seconds`` for room in this worker's budget ``what``; answered
+    503 with Retry-After (transient: the caller retries)."""
+
+    status_code = 503
+
+    def __init__(self, what: str, waited: float, retry_after: int) -> None:
+        super().__init__(
+            f"overloaded: waited {waited:g} s for room in this worker's budget of {what}; "
+            f"retry after {retry_after} s",
+            headers={"Retry-After": str(retry_after)},
         )
-
-
-class Overloaded(Exception):
-    """A request waited ``queue_wait_seconds`` for room in this worker's queue; answered 503 with
-    Retry-After. ``what`` names the budget that was full."""
-
-    def __init__(self, what: str) -> None:
-        super().__init__(what)
         self.what = what
 
 
-class BodyTimeout(Exception):
-    """The body was not received within ``body_read_seconds``; answered 408."""
+class BodyTimeout(ServiceError):
+    """The body was not received within ``body_read_seconds``; answered 408 and the connection
+    closed (what is left of a trickled upload is not read)."""
+
+    status_code = 408
+
+    def __init__(self, seconds: int) -> None:
+        super().__init__(f"the request body was not received within {seconds} s "
+                         f"(REWARD_API_BODY_READ_SECONDS); send the whole body at once",
+                         headers={"Connection": "close"})
 
 
 class Budget:
@@ -72,8 +90,8 @@ class Budget:
     arrival order, up to ``wait_seconds``, then `Overloaded`. A share larger than the whole budget
     waits until the worker is idle and is then taken alone, so one legal request is never refused."""
 
-    def __init__(self, name: str, capacity: int, wait_seconds: float) -> None:
-        self.name, self.capacity, self.wait_seconds = name, capacity, wait_seconds
+    def __init__(self, name: str, capacity: int, wait_seconds: float, retry_after: int = 1) -> None:
+        self.name, self.capacity, self.wait_seconds, self.retry_after = name, capacity, wait_seconds, retry_after
         self.used = 0
         self._waiters: deque[tuple[int, asyncio.Future]] = deque()
 
@@ -94,7 +112,7 @@ class Budget:
             self._wake()
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            raise Overloaded(self.name) from None
+            raise Overloaded(self.name, self.wait_seconds, self.retry_after) from None
         return amount
 
     def give(self, amount: int) -> None:
@@ -134,9 +152,12 @@ class BatchRunner:
     sample than one sending a batch.
     """
 
-    def __init__(self, max_queued_bytes: int, max_queued_samples: int, queue_wait_seconds: float) -> None:
-        self.bytes = Budget("body bytes (REWARD_API_MAX_QUEUED_BYTES)", max_queued_bytes, queue_wait_seconds)
-        self.samples = Budget("samples (REWARD_API_MAX_QUEUED_SAMPLES)", max_queued_samples, queue_wait_seconds)
+    def __init__(self, max_queued_bytes: int, max_queued_samples: int, queue_wait_seconds: float,
+                 retry_after: int = 1) -> None:
+        self.bytes = Budget("body bytes (REWARD_API_MAX_QUEUED_BYTES)", max_queued_bytes, queue_wait_seconds,
+                            retry_after)
+        self.samples = Budget("samples (REWARD_API_MAX_QUEUED_SAMPLES)", max_queued_samples, queue_wait_seconds,
+                              retry_after)
         self._turn = asyncio.Lock()  # FIFO: one unit of work in the thread at a time
         self._queues: dict[Callable, list[tuple[Any, asyncio.Future]]] = {}
         self._flushes: set[asyncio.Task] = set()
@@ -174,9 +195,15 @@ async def get_runner(request: Request) -> BatchRunner:
     return request.app.state.runner
 
 
+CurrentSettings = Annotated[Settings, Depends(get_settings)]
+DefaultPlan = Annotated[Any, Depends(get_defaults)]
+Runner = Annotated[BatchRunner, Depends(get_runner)]
+
+
 # The answers a batch endpoint may give besides 200, for the OpenAPI document.
-BATCH_ERRORS = {408: {"model": ErrorBody}, 413: {"model": ErrorBody}, 422: {"model": ErrorBody},
-                503: {"model": ErrorBody}}
+BATCH_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (401, 408, 413, 422, 431, 503)
+}
 
 
 def json_body_schema(model: type[BaseModel]) -> dict:
@@ -203,7 +230,7 @@ async def received_body(request: Request, runner: BatchRunner):
                         held += await runner.bytes.take(len(chunk))
                         chunks.append(chunk)
         except TimeoutError:
-            raise BodyTimeout from None
+            raise BodyTimeout(settings.body_read_seconds) from None
         yield b"".join(chunks)
     finally:
         runner.bytes.give(held)

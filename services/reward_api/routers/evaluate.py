@@ -9,31 +9,33 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from shared.contract import EvaluateRequest, EvaluateResponse
 
 from ..engine.evaluation import EvaluationInputError, evaluate_dataset
-from .batch import RequestError, parse_body
-from .deps import BATCH_ERRORS, BatchRunner, get_runner, json_body_schema, run_on_body
+from ..responses import encode_json
+from ..settings import Settings
+from .request_handling import RequestError, parse_body
+from .deps import BATCH_ERRORS, CurrentSettings, Runner, json_body_schema, run_on_body
 
 router = APIRouter(tags=["evaluation"])
 
 
-def evaluate_body(body: bytes) -> bytes:
+def evaluate_body(body: bytes, settings: Settings) -> bytes:
     """All of POST /v1/evaluate but the I/O; runs in the batch thread (parsing is CPU work too)."""
     request = parse_body(EvaluateRequest, body)
     images = [(image.completion, image.solution) for image in request.images]
     try:
-        result = evaluate_dataset(images, request.categories)
+        result = evaluate_dataset(images, request.categories, max_categories=settings.max_categories,
+                                  max_gt_boxes=settings.max_gt_boxes, max_box_pairs=settings.max_box_pairs)
     except EvaluationInputError as exc:
         raise RequestError(str(exc)) from None
-    return orjson.dumps(asdict(result))
+    return encode_json(asdict(result))
 
 
 @router.post("/evaluate", response_model=EvaluateResponse, responses=BATCH_ERRORS,
              openapi_extra=json_body_schema(EvaluateRequest))
-async def evaluate(request: Request, runner: BatchRunner = Depends(get_runner)) -> Response:
-    return await run_on_body(request, runner, evaluate_body)
+async def evaluate(request: Request, runner: Runner, settings: CurrentSettings) -> Response:
+    return await run_on_body(request, runner, evaluate_body, settings)

@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from starlette.responses import Response
 
 from .. import metrics
-from .batch import self_test
-from .deps import JSONBytes
+from ..responses import JSONBytes
+from .request_handling import self_test
+from .deps import CurrentSettings
 
 router = APIRouter(tags=["operations"])
 
@@ -27,8 +28,8 @@ async def healthz() -> dict:
 
 
 @router.get("/readyz")
-async def readyz(request: Request) -> Response:
-    expected = request.app.state.settings.workers
+async def readyz(settings: CurrentSettings) -> Response:
+    expected = settings.workers
     problem = self_test()
     live = live_workers()
     if problem is None and live is not None and len(live) < expected:
@@ -42,7 +43,10 @@ async def readyz(request: Request) -> Response:
 
 @router.get("/metrics")
 async def prometheus_metrics() -> Response:
-    payload, content_type = metrics.exposition()
+    try:
+        payload, content_type = metrics.exposition()
+    except metrics.MetricsOff as exc:  # loudly: a scrape fails with the reason, scoring goes on
+        return JSONBytes({"detail": str(exc)}, status_code=503)
     return Response(payload, media_type=content_type)
 
 

@@ -9,22 +9,21 @@ from __future__ import annotations
 
 from functools import partial
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from shared.contract import OpenRLHFRequest, OpenRLHFResponse
 
-from .batch import prepare_openrlhf, score_jobs
-from .deps import BATCH_ERRORS, BatchRunner, get_runner, json_body_schema, score_on_body
+from .deps import BATCH_ERRORS, CurrentSettings, DefaultPlan, Runner, json_body_schema, score_on_body
+from .request_handling import prepare_openrlhf, score_jobs
 
 router = APIRouter(tags=["rewards"])
 
 
 @router.post("/openrlhf", response_model=OpenRLHFResponse, responses=BATCH_ERRORS,
              openapi_extra=json_body_schema(OpenRLHFRequest))
-async def openrlhf(request: Request, runner: BatchRunner = Depends(get_runner)) -> Response:
+async def openrlhf(request: Request, runner: Runner, settings: CurrentSettings, defaults: DefaultPlan) -> Response:
     """``rewards``: the weighted total of the server's default rewards; ``scores``: the same divided by
     the sum of the weights' magnitudes (in [0, 1] for the default set); ``extra_logs``: each reward."""
-    state = request.app.state
-    return await score_on_body(request, runner, partial(prepare_openrlhf, settings=state.settings,
-                                                        defaults=state.defaults), score_jobs)
+    return await score_on_body(request, runner, partial(prepare_openrlhf, settings=settings, defaults=defaults),
+                               score_jobs)

@@ -43,6 +43,7 @@ import numpy as np
 
 from ..boxes import valid_box
 from ..ground_truth import GroundTruth
+from ..matching import greedy_matching
 from ..parsing import ParsedCompletion
 from . import RewardInput
 
@@ -61,7 +62,6 @@ __all__ = [
 
 DEFAULTS = {"alpha": 0.7, "beta": 0.0, "gamma": 0.3, "iou_threshold": 0.5}
 EXACT_FLOAT_INT = 2**20  # |int| up to this: every product and sum of the formula is exact in float64
-_ROWS_ELEMENTS = 1 << 22  # IoU matrix computed in row blocks of at most this many elements
 _FLOAT_SAFE_INT = 2**1023  # an int of smaller magnitude converts to a finite float
 _PYTHON_PAIRS = 400  # up to this many (prediction, gt) pairs, plain Python beats NumPy (measured)
 
@@ -187,22 +187,12 @@ def _float_safe(area) -> bool:
     return type(area) is not int or -_FLOAT_SAFE_INT < area < _FLOAT_SAFE_INT
 
 
-def _numpy_candidates(pred_boxes: list, valid: list[int], gt_boxes: list, threshold: float) -> list[tuple]:
-    """:func:`_python_candidates` through :func:`iou_matrix`, in row blocks: for many boxes."""
-    rows_per_block = max(1, _ROWS_ELEMENTS // len(gt_boxes))
-    out = []
-    for start in range(0, len(valid), rows_per_block):
-        block = valid[start:start + rows_per_block]
-        matrix = iou_matrix([pred_boxes[i] for i in block], gt_boxes)
-        rows, cols = np.nonzero(matrix >= threshold)  # row-major: sorted by (pred, gt)
-        out += zip(matrix[rows, cols].tolist(), np.asarray(block)[rows].tolist(), cols.tolist())
-    return out
-
-
-def _candidates(pred_boxes: list, valid: list[int], gt_boxes: list, threshold: float) -> list[tuple]:
-    if len(valid) * len(gt_boxes) <= _PYTHON_PAIRS:
-        return _python_candidates(pred_boxes, valid, gt_boxes, threshold)
-    return _numpy_candidates(pred_boxes, valid, gt_boxes, threshold)
+def _iou_rows(pred_boxes: list, gt_boxes: list):
+    """``rows(ps)``: the IoU of predictions ``ps`` with every ground truth, each equal to :func:`iou`."""
+    if not _exact_in_float64(gt_boxes) or not _exact_in_float64(b for b in pred_boxes if b is not None):
+        return lambda ps: iou_matrix([pred_boxes[p] for p in ps], gt_boxes)
+    gts = np.array(gt_boxes, dtype=np.float64).reshape(-1, 4)
+    return lambda ps: _vectorised_iou(np.array([pred_boxes[p] for p in ps], dtype=np.float64).reshape(-1, 4), gts)
 
 
 def greedy_match(pred_boxes: list, gt_boxes: list, threshold: float) -> list[tuple[int, int, float]]:
@@ -211,12 +201,16 @@ def greedy_match(pred_boxes: list, gt_boxes: list, threshold: float) -> list[tup
     ``pred_boxes[i]`` is None for a prediction without a valid box (it matches nothing, as
     ``threshold > 0``). Taking repeatedly the best remaining pair is the same as walking all pairs
     at or above the threshold sorted by (-IoU, pred, gt) and keeping those whose ends are both
-    still free; pairs below the threshold are never taken.
+    still free; pairs below the threshold are never taken. Many boxes go through
+    ``matching.greedy_matching``, row by row, in memory linear in the boxes.
     """
     valid = [i for i, box in enumerate(pred_boxes) if box is not None]
     if not valid or not gt_boxes:
         return []
-    candidates = _candidates(pred_boxes, valid, gt_boxes, threshold)
+    if len(valid) * len(gt_boxes) > _PYTHON_PAIRS:
+        rows = _iou_rows(pred_boxes, gt_boxes)
+        return greedy_matching(valid, lambda p: rows([p])[0], len(gt_boxes), threshold, rows)
+    candidates = _python_candidates(pred_boxes, valid, gt_boxes, threshold)
     # Python's sort is stable, with reverse=True too: equal IoUs keep their (pred, gt) order.
     candidates.sort(key=itemgetter(0), reverse=True)
     matched_pred, matched_gt, matches = set(), set(), []
@@ -301,6 +295,12 @@ def weighted_sum(
     false_alarm = (n_pred - len(matches)) / n_pred
     completeness = 1 - (miss + false_alarm) / 2
     value = (alpha * position + beta * label + gamma * completeness) / (alpha + beta + gamma)
+    if not math.isfinite(value) or not math.isfinite(alpha + beta + gamma):
+        # Weights near the double range (1e308) overflow the sums: the same weighted mean, with
+        # the weights scaled down first. Only reached where the plain formula gives inf or NaN.
+        scale = max(alpha, beta, gamma)
+        a, b, c = alpha / scale, beta / scale, gamma / scale
+        value = (a * position + b * label + c * completeness) / (a + b + c)
     parts = {"position": position, "label": label, "miss": miss, "false_alarm": false_alarm,
              "completeness": completeness}
     return WeightedSumResult(value, "matched", n_pred, n_gt, matches, parts)

@@ -1,4 +1,4 @@
-"""Request-level logic shared by /v1/score and /v1/openrlhf: validate, resolve, score, total.
+"""The work behind /v1/score and /v1/openrlhf, without the I/O: validate, plan, score, answer.
 
 Everything here is synchronous. ``prepare_*`` parse and plan one request (on the event loop for a
 small body, in the worker's batch thread for a large one: routers/deps.py); `score_jobs` scores
@@ -9,6 +9,7 @@ engine's; this module only checks requests against the registry and assembles th
 from __future__ import annotations
 
 import functools
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -21,18 +22,14 @@ from shared.contract import OpenRLHFRequest, OpenRLHFResponse, Sample, ScoreRequ
 from .. import metrics
 from ..engine import registry
 from ..engine.scoring import MAX_LISTED, listed, score_batch
+from ..errors import ServiceError
+from ..responses import encode_json
 from ..settings import Settings
 
 
 
-class RequestError(Exception):
+class RequestError(ServiceError):
     """The request itself is wrong (4xx, never retried); ``detail`` names the field."""
-
-    def __init__(self, detail: str, status_code: int = 422, headers: dict | None = None) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.status_code = status_code
-        self.headers = headers
 
 
 @dataclass(frozen=True)
@@ -103,6 +100,10 @@ def resolve_weights(rewards: tuple, given: dict[str, float] | None, base: dict[s
         if key not in spelling:
             raise RequestError(f"weights.{key}: not a requested reward (requested: {', '.join(weights)})")
         weights[spelling[key]] = value
+    # Every reward lies in [-1, 1], so |total| <= sum |weight|: finite when that sum is.
+    if not math.isfinite(sum(abs(w) for w in weights.values())):
+        raise RequestError(f"weights: {weights} add up beyond the largest double, so totals would overflow; "
+                           "scale them down (only their ratios matter to a trainer)")
     return weights
 
 
@@ -157,16 +158,19 @@ def totals(plan: Plan, values: dict[str, list], n: int) -> list[float | None]:
 @dataclass
 class Job:
     """A scoring request parsed and planned, waiting for its turn in the batch thread. Jobs of the
-    same endpoint, reward set, parameters and ``explain`` are scored together (`score_jobs`)."""
+    same endpoint, reward set, parameters and ``explain`` are scored together (`score_jobs`), each
+    within its own request budgets (``settings``: the worker's, the same for every job)."""
 
     endpoint: str
     samples: list[Sample]
     plan: Plan
+    settings: Settings
     explain: bool = False
 
     @property
     def group(self) -> tuple:
         rewards = tuple((r.name, r.version) for r in self.plan.rewards)
+        # orjson only as a hashable key of the (validated, finite) params; answers use encode_json.
         return self.endpoint, rewards, orjson.dumps(self.plan.params, option=orjson.OPT_SORT_KEYS), self.explain
 
 
@@ -182,7 +186,7 @@ class Scored:
 
 def prepare_score(body: bytes, settings: Settings, defaults: Plan) -> Job:
     request = parse_body(ScoreRequest, body)
-    job = Job("/v1/score", request.samples, plan_request(request, settings, defaults), request.explain)
+    job = Job("/v1/score", request.samples, plan_request(request, settings, defaults), settings, request.explain)
     check_completion_tokens(job)
     return job
 
@@ -207,7 +211,7 @@ def score_jobs(jobs: list[Job]) -> list[bytes | RequestError]:
         members = [jobs[i] for i in indices]
         try:
             shares = score_together(members)
-        except RequestError:  # not expected after planning; if it happens, only its request fails
+        except RequestError:  # one request passed a budget (or a check): only its request fails
             shares = [one_alone(job) for job in members]
         for i, job, share in zip(indices, members, shares, strict=True):
             results[i] = share if isinstance(share, RequestError) else answer(job, share)
@@ -223,10 +227,13 @@ def one_alone(job: Job) -> Scored | RequestError:
 
 def score_together(jobs: list[Job]) -> list[Scored]:
     samples = [sample for job in jobs for sample in job.samples]
-    plan, explain = jobs[0].plan, jobs[0].explain
+    plan, explain, settings = jobs[0].plan, jobs[0].explain, jobs[0].settings
     try:
-        scores = score_batch(samples, plan.rewards, plan.params, explain)
-    except registry.RegistryError as exc:
+        scores = score_batch(samples, plan.rewards, plan.params, explain, max_gt_boxes=settings.max_gt_boxes,
+                             max_box_pairs=settings.max_box_pairs, explain_budget=settings.max_explain_bytes,
+                             repair_seconds=settings.max_repair_seconds,
+                             request_sizes=[len(job.samples) for job in jobs])
+    except registry.RegistryError as exc:  # a budget passed (box pairs, explain size): names the limit
         raise RequestError(str(exc)) from None
     metrics.observe_batch(jobs[0].endpoint, len(samples), scores.values, scores.error_reasons, scores.stats)
     shares, start = [], 0
@@ -247,7 +254,7 @@ def answer(job: Job, scored: Scored) -> bytes | RequestError:
 
 
 def score_answer(job: Job, scored: Scored) -> bytes:
-    return orjson.dumps({
+    return encode_json({
         "rewards": {name: scored.values[name] for name in job.plan.names},
         "total": scored.total,
         "versions": {r.name: r.version for r in job.plan.rewards},
@@ -300,7 +307,7 @@ def prepare_openrlhf(body: bytes, settings: Settings, defaults: Plan) -> Job:
         Sample(completion=completion_of(q, p, i), solution=label)
         for i, (q, p, label) in enumerate(zip(request.query, request.prompts, request.labels))
     ]
-    job = Job("/v1/openrlhf", samples, defaults)
+    job = Job("/v1/openrlhf", samples, defaults, settings)
     check_completion_tokens(job)
     return job
 
@@ -313,7 +320,7 @@ def openrlhf_answer(job: Job, scored: Scored) -> bytes:
         raise RequestError(f"samples {listed([i for i, _ in failed])} cannot be scored: {reasons}")
     response = OpenRLHFResponse(rewards=scored.total, scores=normalised(job.plan, scored.total),
                                 extra_logs={n: scored.values[n] for n in job.plan.names})
-    return orjson.dumps(response.model_dump())
+    return encode_json(response.model_dump())
 
 
 def normalised(plan: Plan, total: list[float]) -> list[float]:
