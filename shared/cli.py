@@ -134,9 +134,7 @@ def result_lines(samples: Sequence[Sample], response: ScoreResponse) -> Iterable
         yield json.dumps(row, ensure_ascii=False) + "\n"
 
 
-async def score_file(
-    args: argparse.Namespace, samples: list[Sample], line_numbers: list[int], out: IO[str]
-) -> Summary:
+async def score_file(args: argparse.Namespace, samples: list[Sample], line_numbers: list[int], out: IO[str]) -> Summary:
     summary = Summary()
     async with AsyncRewardClient(
         args.url, token=args.token, timeout=args.timeout, max_batch_size=args.batch_size, max_retries=args.max_retries
@@ -160,11 +158,16 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--url", action="append", required=True, help="base URL of a server; repeat for several")
     score.add_argument("--rewards", type=_names, default=None, help="comma-separated names (default: the server's)")
     score.add_argument("--weights", type=_weights_arg, default=None, help="name=weight,... for the total")
-    score.add_argument("--params", type=_params_arg, default=None,
-                       help='reward parameters as JSON, e.g. \'{"weighted_sum": {"alpha": 0.7}}\'')
+    score.add_argument(
+        "--params",
+        type=_params_arg,
+        default=None,
+        help='reward parameters as JSON, e.g. \'{"weighted_sum": {"alpha": 0.7}}\'',
+    )
     score.add_argument("--out", type=Path, default=None, help="output JSONL (default: stdout)")
-    score.add_argument("--token", default=ClientSettings.from_env().token,
-                       help="bearer token (default: env REWARD_API_TOKEN)")
+    score.add_argument(
+        "--token", default=ClientSettings.from_env().token, help="bearer token (default: env REWARD_API_TOKEN)"
+    )
     score.add_argument("--batch-size", type=_positive, default=1024, help="samples per request (default 1024)")
     score.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
     score.add_argument("--max-retries", type=int, default=5, help="retries per request (default 5)")

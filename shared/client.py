@@ -39,7 +39,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import httpx
@@ -265,8 +265,9 @@ class AttemptPlan:
         delay = wait if number == 1 else max(wait, self._policy.jitter(number - 1))
         left = self._deadline - self._clock() - delay
         if left <= 0:
-            raise self._exhausted(f"the call's deadline ends before attempt {number} could start "
-                                  f"(it would first wait {delay:.3g} s)")
+            raise self._exhausted(
+                f"the call's deadline ends before attempt {number} could start (it would first wait {delay:.3g} s)"
+            )
         attempt = Attempt(number, self._pool.urls[index], delay, min(self._timeout, left))
         if number > 1 and self._on_retry is not None:
             self._on_retry(RetryEvent(self.method, self.path, number, attempt.url, delay, self.failures[-1]))
@@ -322,8 +323,8 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
         except (TypeError, ValueError):
             return None
         if when.tzinfo is None:  # RFC 9110 dates are GMT
-            when = when.replace(tzinfo=timezone.utc)
-        seconds = (when - (now or datetime.now(timezone.utc))).total_seconds()
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
     if not math.isfinite(seconds):
         return None
     return max(0.0, seconds)
@@ -459,11 +460,16 @@ def check_rewards_answered(response: ScoreResponse, wanted: dict[str, str | None
     missing = sorted(set(wanted) - set(response.rewards))
     if missing:
         raise ValueError(f"the answer lacks requested rewards {missing} (answered: {sorted(response.rewards)})")
-    wrong = {name: (pin, response.versions[name]) for name, pin in wanted.items()
-             if pin is not None and response.versions[name] != pin}
+    wrong = {
+        name: (pin, response.versions[name])
+        for name, pin in wanted.items()
+        if pin is not None and response.versions[name] != pin
+    }
     if wrong:
-        raise ValueError("answered at other versions than pinned: "
-                         + ", ".join(f"{n} pinned {p!r}, answered {a!r}" for n, (p, a) in wrong.items()))
+        raise ValueError(
+            "answered at other versions than pinned: "
+            + ", ".join(f"{n} pinned {p!r}, answered {a!r}" for n, (p, a) in wrong.items())
+        )
 
 
 def response_reader(n_samples: int, rewards: Sequence[str | RewardRef] | None = None) -> Callable[[Any], ScoreResponse]:
@@ -574,8 +580,12 @@ class ClientSettings(BaseModel):
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for RewardClient / AsyncRewardClient (the URLs are the first argument)."""
-        return {"token": self.token, "timeout": self.timeout, "deadline": self.deadline,
-                "max_retries": self.max_retries}
+        return {
+            "token": self.token,
+            "timeout": self.timeout,
+            "deadline": self.deadline,
+            "max_retries": self.max_retries,
+        }
 
 
 def validation_summary(exc: ValidationError) -> str:
@@ -631,8 +641,16 @@ class _ClientBase:
         return time.monotonic() + self.deadline
 
     def _plan(self, method: str, path: str, deadline: float) -> AttemptPlan:
-        return AttemptPlan(method, path, self.pool, self.policy, self.pool.next_start(), self._count_retry,
-                           timeout=self.timeout, deadline=deadline)
+        return AttemptPlan(
+            method,
+            path,
+            self.pool,
+            self.policy,
+            self.pool.next_start(),
+            self._count_retry,
+            timeout=self.timeout,
+            deadline=deadline,
+        )
 
     def _count_retry(self, event: RetryEvent) -> None:
         self.retry_count += 1
@@ -893,4 +911,3 @@ async def _gather_or_cancel(coroutines: Sequence[Any]) -> list[Any]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
-

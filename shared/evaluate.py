@@ -109,7 +109,12 @@ def format_table(metrics: Mapping[str, Any], name: str = "model") -> str:
     per_category = _markdown(
         ["Category", "GT", "Pred", *(title for _, title in CATEGORY_COLUMNS)],
         (
-            [row["category"], str(row["n_gt"]), str(row["n_pred"]), *(_percent(row[key]) for key, _ in CATEGORY_COLUMNS)]
+            [
+                row["category"],
+                str(row["n_gt"]),
+                str(row["n_pred"]),
+                *(_percent(row[key]) for key, _ in CATEGORY_COLUMNS),
+            ]
             for row in metrics["per_category"]
         ),
     )
@@ -129,9 +134,12 @@ def parse_categories(value: str | None) -> list[str] | None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shared.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("completions", help="JSONL: one {completion, solution, categories?} per image")
-    parser.add_argument("--url", action="append", default=None,
-                        help="reward service base URL (repeat for failover; default $REWARD_API_URL or "
-                             "http://127.0.0.1:8000)")
+    parser.add_argument(
+        "--url",
+        action="append",
+        default=None,
+        help="reward service base URL (repeat for failover; default $REWARD_API_URL or http://127.0.0.1:8000)",
+    )
     env = ClientSettings.from_env()
     parser.add_argument("--token", default=env.token, help="bearer token ($REWARD_API_TOKEN)")
     parser.add_argument("--categories", help="the set's categories: 'a,b,c' or @file (one per line)")

@@ -107,7 +107,12 @@ def scale_boxes(items: Sequence[Mapping[str, Any]], original: tuple[int, int], r
     sy = resized[1] / original[1]
     return [
         {
-            "bbox_2d": [item["bbox_2d"][0] * sx, item["bbox_2d"][1] * sy, item["bbox_2d"][2] * sx, item["bbox_2d"][3] * sy],
+            "bbox_2d": [
+                item["bbox_2d"][0] * sx,
+                item["bbox_2d"][1] * sy,
+                item["bbox_2d"][2] * sx,
+                item["bbox_2d"][3] * sy,
+            ],
             "label": item["label"],
         }
         for item in items
@@ -206,8 +211,10 @@ def _example(record: dict, folder: str, image_processor: Any, source: str) -> Ex
     try:
         check_as_sent(scaled)
     except ValueError as exc:
-        raise DataError(f"{source}: ground truth the reward service would refuse once scaled to the "
-                        f"{resized[0]}x{resized[1]} image the model sees ({exc})") from exc
+        raise DataError(
+            f"{source}: ground truth the reward service would refuse once scaled to the "
+            f"{resized[0]}x{resized[1]} image the model sees ({exc})"
+        ) from exc
     return Example(paths, question, answer, scaled, original, resized, accu, source)
 
 

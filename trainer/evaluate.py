@@ -23,7 +23,8 @@ from typing import Any
 
 from shared.client import RewardClient
 from shared.evaluate import evaluate_images, format_table
-from trainer import data, model as model_utils, prompts
+from trainer import data, prompts
+from trainer import model as model_utils
 from trainer.coco_datasets import write_jsonl
 
 
@@ -74,8 +75,15 @@ def load_images(paths: Sequence[str]) -> list:
     return images
 
 
-def generate_completions(model, processor, examples: Sequence[data.Example], template: str, batch_size: int,
-                         max_new_tokens: int, progress: bool = True) -> list[str]:
+def generate_completions(
+    model,
+    processor,
+    examples: Sequence[data.Example],
+    template: str,
+    batch_size: int,
+    max_new_tokens: int,
+    progress: bool = True,
+) -> list[str]:
     """Greedy answers to ``examples``, in batches (the model is put in eval mode for the call)."""
     was_training = model.training
     model.eval()
@@ -85,8 +93,9 @@ def generate_completions(model, processor, examples: Sequence[data.Example], tem
             questions = [prompts.apply_template(ex.question, template) for ex in chunk]
             images = [load_images(ex.image_paths) for ex in chunk]
             # use_cache: a model in training may have it switched off (gradient checkpointing).
-            completions += model_utils.generate(model, processor, questions, images, max_new_tokens=max_new_tokens,
-                                                do_sample=False, use_cache=True)
+            completions += model_utils.generate(
+                model, processor, questions, images, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True
+            )
             if progress:
                 print(f"generated {len(completions)}/{len(examples)}", file=sys.stderr, flush=True)
     finally:
@@ -122,9 +131,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", required=True, help="model folder (Qwen2.5-VL or the tiny model)")
     parser.add_argument("--data", required=True, help="evaluation set, VLM-R1 JSONL (trainer.coco_datasets)")
     parser.add_argument("--images", default="", help="folder the JSONL's image paths are relative to")
-    parser.add_argument("--url", action="append", default=None,
-                        help="reward service base URL (repeat for failover; default $REWARD_API_URL or "
-                             "http://127.0.0.1:8000)")
+    parser.add_argument(
+        "--url",
+        action="append",
+        default=None,
+        help="reward service base URL (repeat for failover; default $REWARD_API_URL or http://127.0.0.1:8000)",
+    )
     parser.add_argument("--token", default=os.environ.get("REWARD_API_TOKEN"), help="bearer token ($REWARD_API_TOKEN)")
     parser.add_argument("--out-dir", required=True, help="completions.jsonl and metrics.json go here")
     parser.add_argument("--name", default=None, help="row name in the table (default: the model folder's name)")
@@ -176,8 +188,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "images_per_second": len(examples) / max(generated - loaded, 1e-9),
         "score_seconds": scored - generated,
     }
-    result = {"name": name, "model": args.model, "data": args.data, "template": args.template,
-              "metrics": metrics, "timing": timing, "table": table}
+    result = {
+        "name": name,
+        "model": args.model,
+        "data": args.data,
+        "template": args.template,
+        "metrics": metrics,
+        "timing": timing,
+        "table": table,
+    }
     with open(out_dir / "metrics.json", "w", encoding="utf-8") as handle:
         json.dump(result, handle, indent=2)
     print(f"completions: {out_dir / 'completions.jsonl'}; metrics: {out_dir / 'metrics.json'}", file=sys.stderr)

@@ -40,7 +40,9 @@ def _image_only_processor_class():
 
 
 def image_only_processor(image_processor: Any, tokenizer: Any, chat_template: str | None):
-    return _image_only_processor_class()(image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template)
+    return _image_only_processor_class()(
+        image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template
+    )
 
 
 def _chat_template(path: Path, tokenizer: Any) -> str | None:
@@ -130,7 +132,9 @@ def freeze_vision(model: Any) -> int:
 
 def chat_messages(question: str, n_images: int = 1) -> list[dict]:
     """One user turn: the images, then the question (the layout TRL gives training prompts)."""
-    return [{"role": "user", "content": [*({"type": "image"} for _ in range(n_images)), {"type": "text", "text": question}]}]
+    return [
+        {"role": "user", "content": [*({"type": "image"} for _ in range(n_images)), {"type": "text", "text": question}]}
+    ]
 
 
 def generate(

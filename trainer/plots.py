@@ -20,8 +20,14 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     if not history:
         raise ValueError(f"{run / SUMMARY_FILE} has no logged step to plot")
     steps = [entry["step"] for entry in history]
-    rewards = sorted({key[len("rewards/") : -len("/mean")] for entry in history for key in entry
-                      if key.startswith("rewards/") and key.endswith("/mean")})
+    rewards = sorted(
+        {
+            key[len("rewards/") : -len("/mean")]
+            for entry in history
+            for key in entry
+            if key.startswith("rewards/") and key.endswith("/mean")
+        }
+    )
     panels = [
         ("reward means", [(name, f"rewards/{name}/mean") for name in rewards]),
         ("completion length (tokens)", [("mean", "completions/mean_length")]),

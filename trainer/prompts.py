@@ -68,7 +68,9 @@ def apply_template(question: str, template: str = "standard") -> str:
     try:
         return QUESTION_TEMPLATES[template].format(Question=question)
     except KeyError:
-        raise ValueError(f"unknown question template {template!r}; choose one of {', '.join(QUESTION_TEMPLATES)}") from None
+        raise ValueError(
+            f"unknown question template {template!r}; choose one of {', '.join(QUESTION_TEMPLATES)}"
+        ) from None
 
 
 def strip_image_placeholders(text: str) -> str:

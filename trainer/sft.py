@@ -31,7 +31,8 @@ class SFTArguments(DataArguments, ServiceArguments, HeldOutArguments):
     """This project's SFT arguments (the rest are TRL's SFTConfig and ModelConfig)."""
 
     thinking: str = field(
-        default="", metadata={"help": "The <think> text of every target answer (default: trainer.prompts.SFT_THINKING)."}
+        default="",
+        metadata={"help": "The <think> text of every target answer (default: trainer.prompts.SFT_THINKING)."},
     )
 
 
@@ -84,8 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     heldout = heldout_callback(options, processor, args.output_dir, options.question_template)
     if heldout is not None:
         callbacks.insert(0, heldout)  # before the summary: its last round is in train_summary.json
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
-                         callbacks=callbacks)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor, callbacks=callbacks)
     if heldout is not None:
         heldout.trainer = trainer
     status = run_training(trainer, summary)

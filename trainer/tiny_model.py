@@ -117,7 +117,8 @@ def build_tokenizer(vocab_size: int = 512, split_digits: bool = False):
     # coordinate its own class, which a small model cannot learn.
     backend.pre_tokenizer = (
         pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
-        if split_digits else byte_level
+        if split_digits
+        else byte_level
     )
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(

@@ -164,8 +164,11 @@ class RunRecord:
         unscored = sum(1 for error in response.errors if error is not None)
         if unscored:
             self.data["unscored_samples"] += unscored
-            logger.warning("the reward service could not score %d samples: %s", unscored,
-                           "; ".join(sorted({e for e in response.errors if e}))[:500])
+            logger.warning(
+                "the reward service could not score %d samples: %s",
+                unscored,
+                "; ".join(sorted({e for e in response.errors if e}))[:500],
+            )
             changed = True
         if changed:
             self.write()
@@ -283,18 +286,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     output_dir = Path(args.output_dir)
     params = od.params()
-    record = RunRecord(
-        output_dir / REWARD_SERVICE_FILE,
-        {
-            "urls": od.urls(),
-            "rewards": list(od.rewards),
-            "reward_weights": args.reward_weights,
-            "reward_params": params,
-            "accuracy_rewards": accuracy_rewards if ACCURACY in names else None,
-            "client": od.client_settings(),
-            "service": catalogue,
-        },
-    ) if is_main else None
+    record = (
+        RunRecord(
+            output_dir / REWARD_SERVICE_FILE,
+            {
+                "urls": od.urls(),
+                "rewards": list(od.rewards),
+                "reward_weights": args.reward_weights,
+                "reward_params": params,
+                "accuracy_rewards": accuracy_rewards if ACCURACY in names else None,
+                "client": od.client_settings(),
+                "service": catalogue,
+            },
+        )
+        if is_main
+        else None
+    )
 
     port = default_metrics_port() if od.metrics_port is None else od.metrics_port
     telemetry = Telemetry(port if is_main else 0, names)
@@ -333,7 +340,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = summary.summary()
         logger.info(
             "done: %d steps, %.3f steps/s, reward wait %.2f%% of step time; summary in %s",
-            result["steps"], result["steps_per_second"] or 0.0, 100 * (result["reward_wait_share"] or 0.0),
+            result["steps"],
+            result["steps_per_second"] or 0.0,
+            100 * (result["reward_wait_share"] or 0.0),
             output_dir / "train_summary.json",
         )
     return 0

@@ -29,8 +29,10 @@ def check_rewards(settings: Settings) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     settings = parse_cli(argv)
-    logging.basicConfig(level=settings.log_level.upper() if settings.log_level != "trace" else "DEBUG",
-                        format="%(levelname)s:  %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper() if settings.log_level != "trace" else "DEBUG",
+        format="%(levelname)s:  %(message)s",
+    )
     directory, owned = metrics_storage.prepare(settings.workers)
     os.environ.update(settings.to_env())
     try:

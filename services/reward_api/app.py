@@ -62,8 +62,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.defaults = resolve_defaults(settings)
-    app.state.runner = BatchRunner(settings.max_queued_bytes, settings.max_queued_samples,
-                                   settings.queue_wait_seconds, settings.retry_after_seconds)
+    app.state.runner = BatchRunner(
+        settings.max_queued_bytes,
+        settings.max_queued_samples,
+        settings.queue_wait_seconds,
+        settings.retry_after_seconds,
+    )
     for router in V1_ROUTERS:
         app.include_router(router, prefix=API_PREFIX, dependencies=[Depends(require_token)])
     for router in OPEN_ROUTERS:
@@ -190,9 +194,17 @@ def _content_length(scope: Scope) -> int | None:
 
 async def _send_json(send: Send, status: int, body: dict) -> None:
     payload = encode_json(body)
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(payload)).encode()), (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": payload})
 
 

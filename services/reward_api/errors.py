@@ -21,8 +21,10 @@ class Unauthorized(ServiceError):
     status_code = 401
 
     def __init__(self) -> None:
-        super().__init__("missing or wrong bearer token (header Authorization: Bearer <token>)",
-                         headers={"WWW-Authenticate": 'Bearer realm="reward_api"'})
+        super().__init__(
+            "missing or wrong bearer token (header Authorization: Bearer <token>)",
+            headers={"WWW-Authenticate": 'Bearer realm="reward_api"'},
+        )
 
 
 class BodyTooLarge(ServiceError):

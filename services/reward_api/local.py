@@ -104,16 +104,30 @@ class LocalService:
         try:
             with open(log_path, "w") as log:
                 process = subprocess.Popen(
-                    [sys.executable, "-m", "services.reward_api", "--host", "127.0.0.1", "--port", str(port),
-                     "--workers", str(workers)],
-                    cwd=REPO_ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                    [
+                        sys.executable,
+                        "-m",
+                        "services.reward_api",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                        "--workers",
+                        str(workers),
+                    ],
+                    cwd=REPO_ROOT,
+                    env=full_env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
                 )
         except BaseException:
             if not keep_log:
                 Path(log_path).unlink(missing_ok=True)
             raise
-        service = cls(f"http://127.0.0.1:{port}", port, workers, process, Path(log_path), token,
-                      dict(env or {}), keep_log)
+        service = cls(
+            f"http://127.0.0.1:{port}", port, workers, process, Path(log_path), token, dict(env or {}), keep_log
+        )
         try:
             wait_ready(service.url, timeout, exited=lambda: process.poll() is not None)
         except (RuntimeError, TimeoutError) as exc:
@@ -155,8 +169,10 @@ class LocalService:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.reward_api.local",
-                                     description="Wait until the reward service on 127.0.0.1:PORT is ready.")
+    parser = argparse.ArgumentParser(
+        prog="python -m services.reward_api.local",
+        description="Wait until the reward service on 127.0.0.1:PORT is ready.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     wait = commands.add_parser("wait", help="exit 0 once GET /readyz answers 200, 1 if it does not in time")
     wait.add_argument("port", type=int)

@@ -58,8 +58,11 @@ def switch_off(reason: str) -> None:
     """Metrics off for this process and the workers it starts; the service goes on scoring."""
     os.environ.pop(MULTIPROC_ENV, None)
     os.environ[OFF_ENV] = reason
-    log.error("metrics are OFF: %s; /metrics answers 503 until the service is restarted with room "
-              "in %s", reason, MULTIPROC_ENV)
+    log.error(
+        "metrics are OFF: %s; /metrics answers 503 until the service is restarted with room in %s",
+        reason,
+        MULTIPROC_ENV,
+    )
 
 
 def off_reason() -> str | None:
@@ -136,8 +139,11 @@ def fold_dead_workers(directory: str) -> int:
 
     removed = 0
     with _locked(directory):
-        dead = [path for path in glob.glob(os.path.join(directory, "*.db"))
-                if (pid := _pid_of(path)) is not None and pid != os.getpid() and not _alive(pid)]
+        dead = [
+            path
+            for path in glob.glob(os.path.join(directory, "*.db"))
+            if (pid := _pid_of(path)) is not None and pid != os.getpid() and not _alive(pid)
+        ]
         for kind in ("counter", "histogram"):
             files = [path for path in dead if os.path.basename(path).startswith(kind + "_")]
             if not files:

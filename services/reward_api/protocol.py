@@ -22,10 +22,14 @@ class HeaderLimitedH11Protocol(H11Protocol):
         limit = self.config.h11_max_incomplete_event_size
         if limit is None or len(unparsed) <= limit:
             return super().send_400_response(msg)
-        body = orjson.dumps({"detail": f"request line and headers larger than the limit of {limit} bytes "
-                                       "(REWARD_API_MAX_HEADER_BYTES)"})
+        body = orjson.dumps(
+            {"detail": f"request line and headers larger than the limit of {limit} bytes (REWARD_API_MAX_HEADER_BYTES)"}
+        )
         headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
-        for event in (h11.Response(status_code=431, headers=headers, reason=b"Request Header Fields Too Large"),
-                      h11.Data(data=body), h11.EndOfMessage()):
+        for event in (
+            h11.Response(status_code=431, headers=headers, reason=b"Request Header Fields Too Large"),
+            h11.Data(data=body),
+            h11.EndOfMessage(),
+        ):
             self.transport.write(self.conn.send(event))
         self.transport.close()

@@ -46,44 +46,75 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", min_length=1, description="bind address")
     port: int = Field(8000, ge=0, le=65535, description="bind port")
     workers: int = Field(1, ge=1, le=512, description="worker processes (uvicorn); metrics are summed over them")
-    token: str | None = Field(None, min_length=1, pattern=r"^\S+$",
-                              description="bearer token required on /v1/* (unset: none)")
+    token: str | None = Field(
+        None, min_length=1, pattern=r"^\S+$", description="bearer token required on /v1/* (unset: none)"
+    )
     default_rewards: Annotated[tuple[str, ...], NoDecode] = Field(
-        DEFAULT_REWARDS, min_length=1,
-        description="rewards of a request that names none, and of /v1/openrlhf (comma-separated)")
+        DEFAULT_REWARDS,
+        min_length=1,
+        description="rewards of a request that names none, and of /v1/openrlhf (comma-separated)",
+    )
     default_weights: Annotated[dict[str, float] | None, NoDecode] = Field(
-        None, description="their weights in total, e.g. format=1,od_length=1,ap=0 (a reward not named: 1; "
-                          "unset: format=1,od_length=1,ap=0 for the default set)")
-    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, le=2**40,
-                                description="larger request bodies get 413")
+        None,
+        description="their weights in total, e.g. format=1,od_length=1,ap=0 (a reward not named: 1; "
+        "unset: format=1,od_length=1,ap=0 for the default set)",
+    )
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, le=2**40, description="larger request bodies get 413")
     max_samples: int = Field(4096, ge=1, le=10_000_000, description="more samples in one request get 422")
-    max_gt_boxes: int = Field(10_000, ge=1, le=1_000_000,
-                              description="boxes in one ground truth; a sample with more is not scored (its error "
-                                          "says why), an evaluation image with more gets 422")
-    max_box_pairs: int = Field(50_000_000, ge=1, le=10**12,
-                               description="predicted x ground-truth boxes of one request, summed over its samples "
-                                           "(the matching work); more get 422")
-    max_categories: int = Field(2000, ge=1, le=1_000_000,
-                                description="categories of one /v1/evaluate request; more get 422")
-    max_repair_seconds: float = Field(1.0, ge=0, le=3600,
-                                      description="json_repair time of one request (repetition version 1 reads "
-                                                  "malformed JSON with it; version 2 repairs linearly, without it); "
-                                                  "samples needing more are not scored (their error says why)")
-    max_explain_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=2**34,
-                                   description="size of explain details in one answer; more get 422")
-    max_header_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024,
-                                  description="request line and headers; more get 431")
-    body_read_seconds: int = Field(10, ge=1, le=3600,
-                                   description="seconds to receive a whole request body; a body not fully received "
-                                               "by then gets 408")
-    max_queued_bytes: int = Field(256 * 1024 * 1024, ge=1024, le=2**40,
-                                  description="per worker, request-body bytes received and held at once (counted as "
-                                              "chunks arrive; at least max_body_bytes)")
-    max_queued_samples: int = Field(65536, ge=1, le=100_000_000,
-                                    description="per worker, samples waiting or being scored")
-    queue_wait_seconds: int = Field(30, ge=0, le=3600,
-                                    description="how long a request waits, in arrival order, for room in the worker's "
-                                                "two budgets; then 503 with Retry-After")
+    max_gt_boxes: int = Field(
+        10_000,
+        ge=1,
+        le=1_000_000,
+        description="boxes in one ground truth; a sample with more is not scored (its error "
+        "says why), an evaluation image with more gets 422",
+    )
+    max_box_pairs: int = Field(
+        50_000_000,
+        ge=1,
+        le=10**12,
+        description="predicted x ground-truth boxes of one request, summed over its samples "
+        "(the matching work); more get 422",
+    )
+    max_categories: int = Field(
+        2000, ge=1, le=1_000_000, description="categories of one /v1/evaluate request; more get 422"
+    )
+    max_repair_seconds: float = Field(
+        1.0,
+        ge=0,
+        le=3600,
+        description="json_repair time of one request (repetition version 1 reads "
+        "malformed JSON with it; version 2 repairs linearly, without it); "
+        "samples needing more are not scored (their error says why)",
+    )
+    max_explain_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, le=2**34, description="size of explain details in one answer; more get 422"
+    )
+    max_header_bytes: int = Field(
+        16 * 1024, ge=1024, le=1024 * 1024, description="request line and headers; more get 431"
+    )
+    body_read_seconds: int = Field(
+        10,
+        ge=1,
+        le=3600,
+        description="seconds to receive a whole request body; a body not fully received by then gets 408",
+    )
+    max_queued_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1024,
+        le=2**40,
+        description="per worker, request-body bytes received and held at once (counted as "
+        "chunks arrive; at least max_body_bytes)",
+    )
+    max_queued_samples: int = Field(
+        65536, ge=1, le=100_000_000, description="per worker, samples waiting or being scored"
+    )
+    queue_wait_seconds: int = Field(
+        30,
+        ge=0,
+        le=3600,
+        description="how long a request waits, in arrival order, for room in the worker's "
+        "two budgets; then 503 with Retry-After",
+    )
     retry_after_seconds: int = Field(1, ge=0, le=3600, description="the Retry-After of an overload answer")
     log_level: LogLevel = Field("info", description="uvicorn / service log level")
 
@@ -138,8 +169,10 @@ class Settings(BaseSettings):
         if not all(math.isfinite(w) for w in self.default_weights.values()):
             raise ValueError(f"{ENV_PREFIX}DEFAULT_WEIGHTS must be finite numbers")
         if self.max_queued_bytes < self.max_body_bytes:
-            raise ValueError(f"{ENV_PREFIX}MAX_QUEUED_BYTES ({self.max_queued_bytes}) must be at least "
-                             f"{ENV_PREFIX}MAX_BODY_BYTES ({self.max_body_bytes}): one whole body must fit")
+            raise ValueError(
+                f"{ENV_PREFIX}MAX_QUEUED_BYTES ({self.max_queued_bytes}) must be at least "
+                f"{ENV_PREFIX}MAX_BODY_BYTES ({self.max_body_bytes}): one whole body must fit"
+            )
         # Reward names themselves are checked against the registry by create_app(), which owns it.
         return self
 
@@ -210,6 +243,7 @@ def markdown_table() -> str:
             default = ",".join(default)
         elif default is None:
             default = "unset"
-        lines.append(f"| `--{name.replace('_', '-')}` | `{ENV_PREFIX}{name.upper()}` | `{default}` | "
-                     f"{field.description} |")
+        lines.append(
+            f"| `--{name.replace('_', '-')}` | `{ENV_PREFIX}{name.upper()}` | `{default}` | {field.description} |"
+        )
     return "\n".join(lines)

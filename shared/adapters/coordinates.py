@@ -47,8 +47,14 @@ class CoordinateWarning(UserWarning):
     """A ground-truth box lies outside the image the model saw."""
 
 
-def qwen_input_size(width: int, height: int, *, min_pixels: int = QWEN_MIN_PIXELS,
-                    max_pixels: int = QWEN_MAX_PIXELS, factor: int = QWEN_FACTOR) -> tuple[int, int]:
+def qwen_input_size(
+    width: int,
+    height: int,
+    *,
+    min_pixels: int = QWEN_MIN_PIXELS,
+    max_pixels: int = QWEN_MAX_PIXELS,
+    factor: int = QWEN_FACTOR,
+) -> tuple[int, int]:
     """(width, height) of the image a Qwen2-VL-family processor gives the model: each side rounded to
     a multiple of ``factor``, then both scaled (aspect kept) into [min_pixels, max_pixels]."""
     if width <= 0 or height <= 0:
@@ -86,8 +92,9 @@ def boxes_of(solution: str | Sequence[Any]) -> list[dict]:
     return [dict(item) for item in items]
 
 
-def to_model_pixels(solution: str | Sequence[Any], original_size: Sequence[float],
-                    input_size: Sequence[float]) -> list[dict]:
+def to_model_pixels(
+    solution: str | Sequence[Any], original_size: Sequence[float], input_size: Sequence[float]
+) -> list[dict]:
     """The ground truth with x scaled by input_w / original_w and y by input_h / original_h, rounded
     to 0.1 pixel (an IoU does not see less). Sizes are (width, height)."""
     (ow, oh), (iw, ih) = _size(original_size, ORIGINAL_SIZE_KEY), _size(input_size, INPUT_SIZE_KEY)
@@ -107,14 +114,21 @@ def warn_outside(solution: str | Sequence[Any], input_size: Sequence[float], whe
         items = boxes_of(solution)
     except ValueError:
         return False  # the service reports an unreadable ground truth itself, per sample
-    outside = [item["bbox_2d"] for item in items
-               if min(item["bbox_2d"]) < -1 or max(item["bbox_2d"][0], item["bbox_2d"][2]) > w + 1
-               or max(item["bbox_2d"][1], item["bbox_2d"][3]) > h + 1]
+    outside = [
+        item["bbox_2d"]
+        for item in items
+        if min(item["bbox_2d"]) < -1
+        or max(item["bbox_2d"][0], item["bbox_2d"][2]) > w + 1
+        or max(item["bbox_2d"][1], item["bbox_2d"][3]) > h + 1
+    ]
     if outside:
         warnings.warn(
             f"{where}: ground-truth box {outside[0]} lies outside the {w:g}x{h:g} image the model saw; "
             f"boxes must be in the model's input pixels: give '{ORIGINAL_SIZE_KEY}' and '{INPUT_SIZE_KEY}' "
-            f"per sample to have them rescaled (shared.adapters.coordinates)", CoordinateWarning, stacklevel=3)
+            f"per sample to have them rescaled (shared.adapters.coordinates)",
+            CoordinateWarning,
+            stacklevel=3,
+        )
     return bool(outside)
 
 
@@ -141,5 +155,8 @@ def _size(size: Sequence[float], name: str) -> tuple[float, float]:
 
 
 def _is_box(box: Any) -> bool:
-    return (isinstance(box, (list, tuple)) and len(box) == 4
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box))
+    return (
+        isinstance(box, (list, tuple))
+        and len(box) == 4
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
+    )

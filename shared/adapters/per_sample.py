@@ -54,15 +54,21 @@ def request_config(overrides: Mapping[str, Any], info: Mapping[str, Any] | None)
     return {key: plain(value) for key, value in config.items()}
 
 
-def sample_for(completion: str, ground_truth: Any, info: Mapping[str, Any] | None, where: str,
-               completion_tokens: int | None = None) -> dict[str, Any]:
+def sample_for(
+    completion: str, ground_truth: Any, info: Mapping[str, Any] | None, where: str, completion_tokens: int | None = None
+) -> dict[str, Any]:
     """One /v1/score sample: the ground truth as plain JSON, rescaled to the model's input pixels
     when ``info`` gives ``original_size`` and ``input_size`` (shared.adapters.coordinates)."""
     info = info or {}
-    sizes = {key: plain(info[key]) for key in (coordinates.ORIGINAL_SIZE_KEY, coordinates.INPUT_SIZE_KEY)
-             if info.get(key) is not None}
-    sample: dict[str, Any] = {"completion": completion,
-                              "solution": coordinates.for_model(plain(ground_truth), sizes, where)}
+    sizes = {
+        key: plain(info[key])
+        for key in (coordinates.ORIGINAL_SIZE_KEY, coordinates.INPUT_SIZE_KEY)
+        if info.get(key) is not None
+    }
+    sample: dict[str, Any] = {
+        "completion": completion,
+        "solution": coordinates.for_model(plain(ground_truth), sizes, where),
+    }
     tokens = completion_tokens if completion_tokens is not None else info.get("completion_tokens")
     if tokens is not None:
         sample["completion_tokens"] = int(tokens)
@@ -140,8 +146,7 @@ class Coalescer:
                 future.set_result((response, position))
 
 
-_coalescers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[tuple, Coalescer]] = (
-    weakref.WeakKeyDictionary())
+_coalescers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[tuple, Coalescer]] = weakref.WeakKeyDictionary()
 
 
 def coalescer() -> Coalescer:
@@ -150,8 +155,12 @@ def coalescer() -> Coalescer:
     urls = [url.strip() for url in os.environ.get("REWARD_API_URL", "").split(",") if url.strip()]
     if not urls:
         raise RewardServiceError("REWARD_API_URL is not set: the base URL(s) of the reward service, comma-separated")
-    config = (tuple(urls), os.environ.get("REWARD_API_TOKEN"), _float_env("REWARD_API_TIMEOUT", 60.0),
-              _float_env("REWARD_API_COALESCE_MS", DEFAULT_COALESCE_MS))
+    config = (
+        tuple(urls),
+        os.environ.get("REWARD_API_TOKEN"),
+        _float_env("REWARD_API_TIMEOUT", 60.0),
+        _float_env("REWARD_API_COALESCE_MS", DEFAULT_COALESCE_MS),
+    )
     loop = asyncio.get_running_loop()
     held = _coalescers.get(loop)
     if held is None or held[0] != config:
@@ -170,7 +179,9 @@ def _float_env(name: str, default: float) -> float:
     except ValueError:
         value = -1.0
     if not value >= 0 or value == float("inf"):
-        raise RewardServiceError(f"{name} must be a non-negative number of {'ms' if 'MS' in name else 's'}, got {raw!r}")
+        raise RewardServiceError(
+            f"{name} must be a non-negative number of {'ms' if 'MS' in name else 's'}, got {raw!r}"
+        )
     return value
 
 

@@ -38,7 +38,12 @@ async def reward(args: Any, sample: Any, **kwargs: Any) -> float | list[float]:
 async def _score(sample: Any) -> float:
     metadata = sample.metadata if isinstance(getattr(sample, "metadata", None), dict) else {}
     tokens = getattr(sample, "response_length", None) or None  # 0: slime has not counted them
-    scored = sample_for(trim_end_tokens(sample.response), sample.label, metadata,
-                        where=f"slime sample {getattr(sample, 'index', '?')}", completion_tokens=tokens)
+    scored = sample_for(
+        trim_end_tokens(sample.response),
+        sample.label,
+        metadata,
+        where=f"slime sample {getattr(sample, 'index', '?')}",
+        completion_tokens=tokens,
+    )
     result = await coalescer().score(scored, request_config({}, metadata))
     return result["score"]

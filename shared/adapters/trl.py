@@ -59,9 +59,12 @@ class PerRowReward:
         if row_choice in (None, ""):
             return self.default
         if row_choice not in self.options and row_choice != self.default:
-            raise ValueError(f"a row's {self.column!r} names {row_choice!r}, not one of the rewards "
-                             f"{self.name!r} can pick: {sorted({*self.options, self.default})}")
+            raise ValueError(
+                f"a row's {self.column!r} names {row_choice!r}, not one of the rewards "
+                f"{self.name!r} can pick: {sorted({*self.options, self.default})}"
+            )
         return row_choice
+
 
 # Entries of batches some function never asked for (a caller using only part of the list) are
 # dropped beyond this many, so nothing grows without bound.
@@ -100,8 +103,9 @@ def make_reward_functions(
                 requested.append(option)
                 requested_names.append(option)
                 requested_canonical.add(_canonical(option))
-    scorer = _BatchScorer(client, requested, requested_names, names, per_row, weights, params, solution_column,
-                          on_scored)
+    scorer = _BatchScorer(
+        client, requested, requested_names, names, per_row, weights, params, solution_column, on_scored
+    )
     return [scorer.function_for(name) for name in names]
 
 
@@ -195,9 +199,11 @@ class _BatchScorer:
             return [values[reward][i] for i, reward in enumerate(picked)]
 
         reward_function.__name__ = reward_function.__qualname__ = name
-        reward_function.__doc__ = (f"The reward service's {name!r} reward (one request shared by {self.names})."
-                                   if name not in self.per_row else
-                                   f"Per row, the reward named by its {self.per_row[name].column!r} column.")
+        reward_function.__doc__ = (
+            f"The reward service's {name!r} reward (one request shared by {self.names})."
+            if name not in self.per_row
+            else f"Per row, the reward named by its {self.per_row[name].column!r} column."
+        )
         return reward_function
 
     async def scores(
@@ -234,8 +240,9 @@ class _BatchScorer:
         n = len(completions)
         if len(solutions) != n or (completion_ids is not None and len(completion_ids) != n):
             raise ValueError("completions, completion_ids and the solution column differ in length")
-        sizes = {key: columns[key] for key in (coordinates.ORIGINAL_SIZE_KEY, coordinates.INPUT_SIZE_KEY)
-                 if key in columns}
+        sizes = {
+            key: columns[key] for key in (coordinates.ORIGINAL_SIZE_KEY, coordinates.INPUT_SIZE_KEY) if key in columns
+        }
         samples = []
         for i, completion in enumerate(completions):
             row_sizes = {key: column[i] for key, column in sizes.items() if column[i] is not None}
@@ -249,11 +256,14 @@ class _BatchScorer:
     @staticmethod
     def _picks(choice: PerRowReward, n: int, columns: dict) -> list[str]:
         if choice.column not in columns:
-            raise KeyError(f"{choice.name!r} picks its reward by the column {choice.column!r}, which the dataset "
-                           f"does not have; the reward functions received: {sorted(columns)}")
+            raise KeyError(
+                f"{choice.name!r} picks its reward by the column {choice.column!r}, which the dataset "
+                f"does not have; the reward functions received: {sorted(columns)}"
+            )
         if len(columns[choice.column]) != n:
-            raise ValueError(f"the column {choice.column!r} has {len(columns[choice.column])} rows, "
-                             f"the batch {n} completions")
+            raise ValueError(
+                f"the column {choice.column!r} has {len(columns[choice.column])} rows, the batch {n} completions"
+            )
         return [choice.reward_for(row) for row in columns[choice.column]]
 
     def _values(self, response: ScoreResponse, name: str) -> list[float | None]:

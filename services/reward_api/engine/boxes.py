@@ -13,7 +13,7 @@ from typing import Any
 
 Box = tuple[Any, Any, Any, Any]  # the four numbers exactly as parsed (int or float)
 
-__all__ = ["Box", "is_finite_number", "valid_box", "box_problem"]
+__all__ = ["Box", "box_problem", "is_finite_number", "valid_box"]
 
 
 _EXACT_INT = 2**53  # ints this small are finite as doubles without trying the conversion

@@ -27,27 +27,28 @@ whose loop then treats NaN as a match); pixel coordinates never get there.
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterable, NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
 __all__ = [
-    "IOU_THRS",
-    "REC_THRS",
-    "MAX_DETS",
     "AREA_RNG",
-    "ImageEval",
+    "IOU_THRS",
+    "MAX_DETS",
+    "REC_THRS",
     "Accumulated",
     "DatasetAP",
+    "ImageEval",
     "ImageInput",
-    "bbox_iou",
-    "evaluate_image",
     "accumulate",
-    "summarize",
-    "single_image_ap",
+    "bbox_iou",
     "dataset_ap",
+    "evaluate_image",
+    "single_image_ap",
+    "summarize",
 ]
 
 # Built exactly as pycocotools' Params.setDetParams builds them: linspace, not arange, so that the
@@ -284,8 +285,15 @@ def _match_per_category(dt_geom, gt_geom, dc, gc, valid, gt_ignored) -> np.ndarr
         if not g_list:
             continue
         g_idx = np.array(g_list, dtype=np.int64)
-        sub = _match(tuple(a[d_idx] for a in dt_geom), tuple(a[g_idx] for a in gt_geom), dc[d_idx], gc[g_idx],
-                     valid[d_idx], None if gt_ignored is None else gt_ignored[g_idx], False)
+        sub = _match(
+            tuple(a[d_idx] for a in dt_geom),
+            tuple(a[g_idx] for a in gt_geom),
+            dc[d_idx],
+            gc[g_idx],
+            valid[d_idx],
+            None if gt_ignored is None else gt_ignored[g_idx],
+            False,
+        )
         if sub is not None:
             found = True
             match[:, d_idx] = np.where(sub >= 0, g_idx[sub], -1)
@@ -508,7 +516,9 @@ def summarize(acc: Accumulated) -> tuple[float, float]:
     """(stats[0], stats[1]): mean precision over IoU .50:.95 and at IoU .50, area "all", maxDets 100."""
     precision = acc.precision
     if len(acc.cat_ids) and acc.recall[0].min() > -1:  # no -1 column: every element counts
-        return float(np.add.reduce(precision.ravel()) / precision.size), float(np.add.reduce(precision[0].ravel()) / precision[0].size)
+        return float(np.add.reduce(precision.ravel()) / precision.size), float(
+            np.add.reduce(precision[0].ravel()) / precision[0].size
+        )
     return _mean_valid(precision), _mean_valid(precision[0])
 
 

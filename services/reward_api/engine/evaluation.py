@@ -109,8 +109,7 @@ def read_predictions(completion: str) -> Predictions:
     """The completion's predictions, parsed (and each item checked) exactly as the rewards do."""
     parsed = ParsedCompletion(completion)
     predictions = parsed.answer_predictions  # () without an answer block
-    boxes = np.array([p.box if p.box is not None else (0.0,) * 4 for p in predictions],
-                     dtype=np.float64).reshape(-1, 4)
+    boxes = np.array([p.box if p.box is not None else (0.0,) * 4 for p in predictions], dtype=np.float64).reshape(-1, 4)
     valid = np.array([p.box is not None for p in predictions], dtype=bool)
     return Predictions(parsed.answer is not None, tuple(p.label for p in predictions), boxes, valid)
 
@@ -121,14 +120,17 @@ def read_ground_truth(solution, index: int, max_boxes: int | None = None) -> Gro
     except SolutionError as exc:
         raise EvaluationInputError(f"images[{index}].solution: {exc}") from None
     if max_boxes is not None and truth.n > max_boxes:
-        raise EvaluationInputError(f"images[{index}].solution: {truth.n} boxes, more than the limit of {max_boxes} "
-                                   "per ground truth (REWARD_API_MAX_GT_BOXES)")
+        raise EvaluationInputError(
+            f"images[{index}].solution: {truth.n} boxes, more than the limit of {max_boxes} "
+            "per ground truth (REWARD_API_MAX_GT_BOXES)"
+        )
     boxes = np.asarray(truth.boxes, dtype=np.float64).reshape(-1, 4)
     return GroundTruthBoxes(tuple(truth.labels), boxes)
 
 
-def resolve_categories(truths: Sequence[GroundTruthBoxes], categories: Sequence[str] | None,
-                       max_categories: int | None = None) -> list[str]:
+def resolve_categories(
+    truths: Sequence[GroundTruthBoxes], categories: Sequence[str] | None, max_categories: int | None = None
+) -> list[str]:
     """The set's categories: as given (every ground-truth label must be one), else the ground-truth
     labels in order of first appearance. More than ``max_categories`` is an error: the answer
     holds a row per category, and the COCO tables a column."""
@@ -177,7 +179,7 @@ class IouRows:
         self.shape = (len(self._dt), len(self._gt))
 
     def row(self, p: int) -> np.ndarray:
-        return coco_ap.bbox_iou(self._dt[p:p + 1], self._gt)[0]
+        return coco_ap.bbox_iou(self._dt[p : p + 1], self._gt)[0]
 
     def rows(self, ps: Sequence[int]) -> np.ndarray:
         return coco_ap.bbox_iou(self._dt[np.asarray(ps, dtype=np.int64)], self._gt)
@@ -272,9 +274,13 @@ class _Tally:
     unknown: Counter = field(default_factory=Counter)
 
 
-def evaluate_dataset(images: Sequence[tuple[str, object]], categories: Sequence[str] | None = None,
-                     max_categories: int | None = None, max_gt_boxes: int | None = None,
-                     max_box_pairs: int | None = None) -> EvaluationResult:
+def evaluate_dataset(
+    images: Sequence[tuple[str, object]],
+    categories: Sequence[str] | None = None,
+    max_categories: int | None = None,
+    max_gt_boxes: int | None = None,
+    max_box_pairs: int | None = None,
+) -> EvaluationResult:
     """Every metric of the set. images: (completion, solution) pairs in image order. The limits
     (None: none) bound the work: categories of the set, boxes of one image's ground truth,
     predicted x ground-truth boxes summed over the set."""
@@ -284,8 +290,10 @@ def evaluate_dataset(images: Sequence[tuple[str, object]], categories: Sequence[
     preds = [read_predictions(completion) for completion, _ in images]
     pairs = sum(len(p.labels) * len(t.labels) for p, t in zip(preds, truths))
     if max_box_pairs is not None and pairs > max_box_pairs:
-        raise EvaluationInputError(f"images: {pairs} (prediction, ground truth) box pairs to match, more than the "
-                                   f"limit of {max_box_pairs} (REWARD_API_MAX_BOX_PAIRS); evaluate in parts")
+        raise EvaluationInputError(
+            f"images: {pairs} (prediction, ground truth) box pairs to match, more than the "
+            f"limit of {max_box_pairs} (REWARD_API_MAX_BOX_PAIRS); evaluate in parts"
+        )
     k = len(names)
     tally = _Tally(np.zeros(k, np.int64), np.zeros(k, np.int64), np.zeros(k, np.int64))
     coco_images, nms_images = [], []
@@ -295,9 +303,11 @@ def evaluate_dataset(images: Sequence[tuple[str, object]], categories: Sequence[
         coco_input, known = _coco_input(pred, truth, index)
         coco_images.append(coco_input)
         keep = nms_keep(IouRows(pred, truth, known) if isinstance(iou, IouRows) else iou[known])
-        nms_images.append(coco_input._replace(
-            dt_boxes=coco_input.dt_boxes[keep], dt_cats=coco_input.dt_cats[keep], dt_valid=coco_input.dt_valid[keep]
-        ))
+        nms_images.append(
+            coco_input._replace(
+                dt_boxes=coco_input.dt_boxes[keep], dt_cats=coco_input.dt_cats[keep], dt_valid=coco_input.dt_valid[keep]
+            )
+        )
     return _result(images, preds, names, tally, coco_images, nms_images)
 
 

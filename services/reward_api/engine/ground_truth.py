@@ -32,7 +32,7 @@ from .parsing import (
     normalise_twice_for_weighted_sum,
 )
 
-__all__ = ["GroundTruth", "SolutionError", "parse_solution", "canonical_text"]
+__all__ = ["GroundTruth", "SolutionError", "canonical_text", "parse_solution"]
 
 NONE_TEXT = "None"
 # Valid items whose canonical text reads back differently: only a label holding ``` or an answer tag.
@@ -107,7 +107,7 @@ def canonical_text(items: list) -> str:
 
 def _read_text(text: str, structured: list | None = None) -> GroundTruth:
     span = last_answer_span(text)
-    body = (text if span is None else text[span[0]:span[1]]).strip()
+    body = (text if span is None else text[span[0] : span[1]]).strip()
     if body == NONE_TEXT:
         items, is_none = [], True
     else:
@@ -198,8 +198,10 @@ def _weighted_sum_items(is_none: bool, normalised: str, raw_boxes: tuple) -> lis
         return []  # "None" (or []) always normalises to "none"
     items = box_list(normalised, "first").items
     same = len(items) == len(raw_boxes) and all(
-        isinstance(item, dict) and isinstance(item.get("label"), str)
-        and isinstance(item.get("bbox_2d"), list) and tuple(item["bbox_2d"]) == box
+        isinstance(item, dict)
+        and isinstance(item.get("label"), str)
+        and isinstance(item.get("bbox_2d"), list)
+        and tuple(item["bbox_2d"]) == box
         for item, box in zip(items, raw_boxes)
     )
     if not same:

@@ -79,7 +79,7 @@ def greedy_matching(
     else:
         step = max(1, _BLOCK_CELLS // max(n_gt, 1))
         for start in range(0, len(preds), step):
-            block = list(preds[start:start + step])
+            block = list(preds[start : start + step])
             values = rows(block)
             with np.errstate(invalid="ignore"):
                 masked = np.where(values >= threshold, values, -np.inf)

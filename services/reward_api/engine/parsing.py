@@ -18,37 +18,38 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 from .boxes import Box, box_problem
 from .repair import repair_box_list
 
 __all__ = [
-    "ANSWER_OPEN",
     "ANSWER_CLOSE",
-    "JSON_FENCE_OPEN",
+    "ANSWER_OPEN",
     "FENCE",
+    "JSON_FENCE_OPEN",
     "REPAIR_MAX_CHARS",
+    "BoxList",
+    "ParsedCompletion",
+    "Prediction",
     "RepairBudget",
     "RepairBudgetSpent",
-    "repair_json",
-    "BoxList",
-    "Prediction",
-    "read_predictions",
-    "ParsedCompletion",
-    "iter_blocks",
-    "first_block",
-    "last_block",
-    "last_answer_span",
-    "format_matches",
+    "box_list",
     "first_bare_box_list",
+    "first_block",
+    "format_matches",
+    "iter_blocks",
     "join_lines",
+    "last_answer_span",
+    "last_block",
+    "load_json",
+    "non_list_size",
     "normalise_for_weighted_sum",
     "normalise_twice_for_weighted_sum",
-    "non_list_size",
-    "load_json",
-    "box_list",
+    "read_predictions",
+    "repair_json",
     "repetition_box_list",
 ]
 
@@ -111,7 +112,7 @@ def last_span(text: str, opening: str, closing: str) -> tuple[int, int] | None:
 def last_block(text: str, opening: str, closing: str) -> str | None:
     """Group 1 of the last ``re.finditer(opening + "(.*?)" + closing, text, DOTALL)`` match, or None."""
     span = last_span(text, opening, closing)
-    return None if span is None else text[span[0]:span[1]]
+    return None if span is None else text[span[0] : span[1]]
 
 
 def last_answer_span(text: str) -> tuple[int, int] | None:
@@ -214,7 +215,7 @@ def normalise_for_weighted_sum(text: str) -> str:
     """weighted_sum step 1: last answer block (else all), lines joined, stripped, no trailing '.', lower case."""
     span = last_answer_span(text)
     if span is not None:
-        text = text[span[0]:span[1]]
+        text = text[span[0] : span[1]]
     return join_lines(text).strip().rstrip(".").lower()
 
 
@@ -318,8 +319,9 @@ class RepairBudget:
             self.left -= time.perf_counter() - start
 
 
-def _load_or_repair(text: str, load: Callable[[str], tuple[Any, bool]] = load_json,
-                    repair: Callable[[str], Any] = repair_json) -> Any:
+def _load_or_repair(
+    text: str, load: Callable[[str], tuple[Any, bool]] = load_json, repair: Callable[[str], Any] = repair_json
+) -> Any:
     """json.loads, else json_repair for blocks up to REPAIR_MAX_CHARS; None when neither reads it."""
     value, ok = load(text)
     if ok:
@@ -329,8 +331,9 @@ def _load_or_repair(text: str, load: Callable[[str], tuple[Any, bool]] = load_js
     return repair(text)
 
 
-def repetition_box_list(text: str, load: Callable[[str], tuple[Any, bool]] = load_json,
-                        repair: Callable[[str], Any] = repair_json) -> tuple[str | None, list | None]:
+def repetition_box_list(
+    text: str, load: Callable[[str], tuple[Any, bool]] = load_json, repair: Callable[[str], Any] = repair_json
+) -> tuple[str | None, list | None]:
     """repetition step 2: ``(source, items)``; items is the parsed non-empty list, else None.
 
     source: "json_fence", "fence", "bare_list" (which pattern found the block) or None;
@@ -348,7 +351,9 @@ def repetition_box_list(text: str, load: Callable[[str], tuple[Any, bool]] = loa
     return source, (value if isinstance(value, list) and value else None)
 
 
-def repetition_box_list_v2(text: str, load: Callable[[str], tuple[Any, bool]] = load_json) -> tuple[str | None, list | None]:
+def repetition_box_list_v2(
+    text: str, load: Callable[[str], tuple[Any, bool]] = load_json
+) -> tuple[str | None, list | None]:
     """repetition version 2, step 2: as :func:`repetition_box_list`, except that
 
     * a plain ```` ``` ``` ```` fence that is empty once stripped goes on to the bare-list pattern,
@@ -447,7 +452,7 @@ class ParsedCompletion:
     def answer(self) -> str | None:
         """The last answer block, stripped; None when the completion has none."""
         span = last_answer_span(self.text)
-        return None if span is None else self.text[span[0]:span[1]].strip()
+        return None if span is None else self.text[span[0] : span[1]].strip()
 
     @cached_property
     def answer_box_list(self) -> BoxList:

@@ -13,35 +13,35 @@ Errors are exceptions whose message starts with the request field at fault
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from shared.contract import REWARD_ALIASES
 
 from .boxes import is_finite_number
-
 from .departures import Departure, departures_of
 from .rewards import RewardInput, cosine, detection, repetition, weighted_sum
 from .rewards import format as format_reward
 
 __all__ = [
-    "RegistryError",
-    "UnknownReward",
-    "UnknownVersion",
-    "DuplicateReward",
-    "ParamsError",
-    "ParamSpec",
-    "Departure",
-    "RewardSpec",
-    "ResolvedReward",
-    "REWARDS",
     "ALIASES",
     "DEFAULT_VERSION",
+    "REWARDS",
+    "Departure",
+    "DuplicateReward",
+    "ParamSpec",
+    "ParamsError",
+    "RegistryError",
+    "ResolvedReward",
+    "RewardSpec",
+    "UnknownReward",
+    "UnknownVersion",
     "canonical_name",
+    "catalogue",
     "get_spec",
     "resolve_rewards",
     "validate_params",
-    "catalogue",
 ]
 
 
@@ -146,18 +146,35 @@ def _weights_positive(params: dict[str, float]) -> str | None:
 
 _WEIGHTED_SUM_PARAMS = (
     ParamSpec("alpha", weighted_sum.DEFAULTS["alpha"], "weight of position (matched IoU)", ">= 0", _non_negative),
-    ParamSpec("beta", weighted_sum.DEFAULTS["beta"], "weight of label (matches with equal labels)", ">= 0",
-              _non_negative),
-    ParamSpec("gamma", weighted_sum.DEFAULTS["gamma"], "weight of completeness (misses, false alarms)", ">= 0",
-              _non_negative),
-    ParamSpec("iou_threshold", weighted_sum.DEFAULTS["iou_threshold"], "least IoU of a greedy match",
-              "in (0, 1]", lambda v: 0 < v <= 1),
+    ParamSpec(
+        "beta", weighted_sum.DEFAULTS["beta"], "weight of label (matches with equal labels)", ">= 0", _non_negative
+    ),
+    ParamSpec(
+        "gamma", weighted_sum.DEFAULTS["gamma"], "weight of completeness (misses, false alarms)", ">= 0", _non_negative
+    ),
+    ParamSpec(
+        "iou_threshold",
+        weighted_sum.DEFAULTS["iou_threshold"],
+        "least IoU of a greedy match",
+        "in (0, 1]",
+        lambda v: 0 < v <= 1,
+    ),
 )
 _COSINE_PARAMS = (
-    ParamSpec("max_length", cosine.DEFAULT_MAX_LENGTH, "L_max: completion_tokens are clamped to [0, L_max]", "> 0",
-              lambda v: v > 0),
-    ParamSpec("correct_threshold", cosine.DEFAULT_CORRECT_THRESHOLD, "weighted_sum at or above this is correct",
-              "in [0, 1]", lambda v: 0 <= v <= 1),
+    ParamSpec(
+        "max_length",
+        cosine.DEFAULT_MAX_LENGTH,
+        "L_max: completion_tokens are clamped to [0, L_max]",
+        "> 0",
+        lambda v: v > 0,
+    ),
+    ParamSpec(
+        "correct_threshold",
+        cosine.DEFAULT_CORRECT_THRESHOLD,
+        "weighted_sum at or above this is correct",
+        "in [0, 1]",
+        lambda v: 0 <= v <= 1,
+    ),
 )
 
 _DESCRIPTIONS = {
@@ -168,47 +185,83 @@ _DESCRIPTIONS = {
     "weighted_sum": "greedy IoU matching of boxes: weighted position, label and completeness scores, in [0, 1]",
     "repetition": "penalty in [-1, 0] for repeated boxes in the box list, else for repeated word 6-grams",
 }
-_COSINE_V1 = ("length-aware correctness: weighted_sum >= threshold scores 1.0 down to 0.5, else 0.0 down to -0.5, "
-              "along a cosine of completion_tokens")
-_COSINE_V2 = ("length-aware correctness: weighted_sum >= threshold scores 1.0 down to 0.5, else -0.5 up to 0.0, "
-              "along a cosine of completion_tokens (a wrong answer is penalised less the longer it explores)")
+_COSINE_V1 = (
+    "length-aware correctness: weighted_sum >= threshold scores 1.0 down to 0.5, else 0.0 down to -0.5, "
+    "along a cosine of completion_tokens"
+)
+_COSINE_V2 = (
+    "length-aware correctness: weighted_sum >= threshold scores 1.0 down to 0.5, else -0.5 up to 0.0, "
+    "along a cosine of completion_tokens (a wrong answer is penalised less the longer it explores)"
+)
 
 
 def _specs(version: str, functions: Mapping[str, Callable[[RewardInput], float]], cosine_description: str):
     departures = departures_of(version)
-    plain = {name: RewardSpec(name, version, _DESCRIPTIONS[name], functions[name], departures=departures[name])
-             for name in ("format", "ap", "ap50", "od_length", "repetition")}
+    plain = {
+        name: RewardSpec(name, version, _DESCRIPTIONS[name], functions[name], departures=departures[name])
+        for name in ("format", "ap", "ap50", "od_length", "repetition")
+    }
     return (
-        plain["format"], plain["ap"], plain["ap50"], plain["od_length"],
+        plain["format"],
+        plain["ap"],
+        plain["ap50"],
+        plain["od_length"],
         RewardSpec(
-            "weighted_sum", version, _DESCRIPTIONS["weighted_sum"], functions["weighted_sum"],
-            params=_WEIGHTED_SUM_PARAMS, check_params=_weights_positive, departures=departures["weighted_sum"],
+            "weighted_sum",
+            version,
+            _DESCRIPTIONS["weighted_sum"],
+            functions["weighted_sum"],
+            params=_WEIGHTED_SUM_PARAMS,
+            check_params=_weights_positive,
+            departures=departures["weighted_sum"],
         ),
         plain["repetition"],
         RewardSpec(
-            "cosine", version, cosine_description, functions["cosine"], params=_COSINE_PARAMS,
-            needs_completion_tokens=True, uses_params_of=("weighted_sum",), departures=departures["cosine"],
+            "cosine",
+            version,
+            cosine_description,
+            functions["cosine"],
+            params=_COSINE_PARAMS,
+            needs_completion_tokens=True,
+            uses_params_of=("weighted_sum",),
+            departures=departures["cosine"],
         ),
     )
 
 
-_V1 = _specs("1", {
-    "format": format_reward.score, "ap": detection.score_ap, "ap50": detection.score_ap50,
-    "od_length": detection.score_od_length, "weighted_sum": weighted_sum.score, "repetition": repetition.score,
-    "cosine": cosine.score,
-}, _COSINE_V1)
-_V2 = _specs("2", {
-    "format": format_reward.score, "ap": detection.score_ap_v2, "ap50": detection.score_ap50_v2,
-    "od_length": detection.score_od_length_v2, "weighted_sum": weighted_sum.score_v2,
-    "repetition": repetition.score_v2, "cosine": cosine.score_v2,
-}, _COSINE_V2)
+_V1 = _specs(
+    "1",
+    {
+        "format": format_reward.score,
+        "ap": detection.score_ap,
+        "ap50": detection.score_ap50,
+        "od_length": detection.score_od_length,
+        "weighted_sum": weighted_sum.score,
+        "repetition": repetition.score,
+        "cosine": cosine.score,
+    },
+    _COSINE_V1,
+)
+_V2 = _specs(
+    "2",
+    {
+        "format": format_reward.score,
+        "ap": detection.score_ap_v2,
+        "ap50": detection.score_ap50_v2,
+        "od_length": detection.score_od_length_v2,
+        "weighted_sum": weighted_sum.score_v2,
+        "repetition": repetition.score_v2,
+        "cosine": cosine.score_v2,
+    },
+    _COSINE_V2,
+)
 
 REWARDS: dict[str, dict[str, RewardSpec]] = {}
 for _spec in _V1 + _V2:
     REWARDS.setdefault(_spec.name, {})[_spec.version] = _spec
 
 # Version 2 (issue 10) follows the reference where version 1 misread it; "1" stays served, unchanged.
-DEFAULT_VERSION: dict[str, str] = {name: "2" for name in REWARDS}
+DEFAULT_VERSION: dict[str, str] = dict.fromkeys(REWARDS, "2")
 ALIASES = REWARD_ALIASES  # fixed by the HTTP contract, which the client reads too
 
 
@@ -309,7 +362,9 @@ def _check_reward_params(spec: RewardSpec, values: Any, field: str) -> dict[str,
     return merged
 
 
-def validate_params(params: Mapping[str, Any] | None, rewards: Sequence[ResolvedReward] = ()) -> dict[str, dict[str, float]]:
+def validate_params(
+    params: Mapping[str, Any] | None, rewards: Sequence[ResolvedReward] = ()
+) -> dict[str, dict[str, float]]:
     """Parameters checked and completed with defaults, keyed by canonical reward name.
 
     Holds an entry for every requested reward that takes parameters, for the rewards whose
@@ -345,11 +400,13 @@ def catalogue() -> list[dict[str, Any]]:
     entries = []
     for name, versions in REWARDS.items():
         default = versions[DEFAULT_VERSION[name]]
-        entries.append({
-            "name": name,
-            "aliases": sorted(alias for alias, target in ALIASES.items() if target == name),
-            "default_version": default.version,
-            **{k: v for k, v in default.describe().items() if k != "version"},
-            "versions": {version: spec.describe() for version, spec in versions.items()},
-        })
+        entries.append(
+            {
+                "name": name,
+                "aliases": sorted(alias for alias, target in ALIASES.items() if target == name),
+                "default_version": default.version,
+                **{k: v for k, v in default.describe().items() if k != "version"},
+                "versions": {version: spec.describe() for version, spec in versions.items()},
+            }
+        )
     return entries

@@ -43,7 +43,7 @@ def _cut_string_value(body: str) -> str:
     """The content of a string cut short: decoded, except a cut escape at its end (``\\`` or
     ``\\u00``), which json_repair keeps as written."""
     for keep in range(6):  # the longest cut escape is "\\u" + 3 hex digits
-        head, tail = body[:len(body) - keep], body[len(body) - keep:]
+        head, tail = body[: len(body) - keep], body[len(body) - keep :]
         if keep and not tail.startswith("\\"):
             continue
         try:
@@ -156,7 +156,7 @@ class _List:
         try:
             return _DECODER.raw_decode(self.text, position)
         except json.JSONDecodeError:
-            self._cut_text = _cut_string_value(self.text[position + 1:])  # declined unless cut short
+            self._cut_text = _cut_string_value(self.text[position + 1 :])  # declined unless cut short
             return _CUT, self.n
 
     def value(self, position: int) -> tuple[Any, int]:

@@ -11,27 +11,27 @@ that a sample lacks, bad parameters) raise before anything is scored.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from .ground_truth import GroundTruth, SolutionError, canonical_text, parse_solution
 from .parsing import ParsedCompletion, Prediction, RepairBudget, RepairBudgetSpent, repair_json
 from .registry import RegistryError, ResolvedReward, resolve_rewards, validate_params
-from .rewards import RewardInput
-from .rewards import detection, repetition, weighted_sum
+from .rewards import RewardInput, detection, repetition, weighted_sum
 
 __all__ = [
-    "ExplainTooLarge",
-    "TooManyBoxPairs",
-    "MissingCompletionTokens",
-    "BatchStats",
-    "BatchScores",
     "INVALID_SOLUTION",
-    "REWARD_ERROR",
     "REPAIR_BUDGET",
-    "score_batch",
-    "parse_failures",
+    "REWARD_ERROR",
+    "BatchScores",
+    "BatchStats",
+    "ExplainTooLarge",
+    "MissingCompletionTokens",
+    "TooManyBoxPairs",
     "listed",
+    "parse_failures",
+    "score_batch",
 ]
 
 INVALID_SOLUTION = "invalid_solution"  # error reason: the sample's ground truth cannot be read
@@ -279,8 +279,9 @@ def _read_or_error(solution: Any, max_boxes: int | None = None) -> GroundTruth |
         return exc
     if max_boxes is not None and truth.n > max_boxes:
         # Matching costs time in predictions x ground-truth boxes: the ground truth is bounded.
-        return SolutionError(f"solution: {truth.n} boxes, more than the limit of {max_boxes} per ground truth "
-                             "(REWARD_API_MAX_GT_BOXES)")
+        return SolutionError(
+            f"solution: {truth.n} boxes, more than the limit of {max_boxes} per ground truth (REWARD_API_MAX_GT_BOXES)"
+        )
     return truth
 
 
@@ -317,8 +318,15 @@ def _score_sample(parsed, truth, sample, resolved, params):
         except SolutionError as exc:  # a ground truth only one version cannot read (weighted_sum 2)
             return {}, str(exc), INVALID_SOLUTION, None
         except RepairBudgetSpent:  # only version 1 repairs with json_repair (version 2: repair.py, linear)
-            return {}, (f"{r.name}: this request's json_repair time is spent (REWARD_API_MAX_REPAIR_SECONDS); "
-                        "not scored: send fewer malformed answers per request"), REPAIR_BUDGET, inp
+            return (
+                {},
+                (
+                    f"{r.name}: this request's json_repair time is spent (REWARD_API_MAX_REPAIR_SECONDS); "
+                    "not scored: send fewer malformed answers per request"
+                ),
+                REPAIR_BUDGET,
+                inp,
+            )
         except Exception as exc:  # a bug in one reward must not take the whole batch down
             return {}, f"{r.name} failed: {type(exc).__name__}: {exc}", REWARD_ERROR, inp
     return scored, None, None, inp
@@ -327,8 +335,9 @@ def _score_sample(parsed, truth, sample, resolved, params):
 # ---------------------------------------------------------------- explain
 
 
-def _details(parsed: ParsedCompletion, failures: tuple[str, ...], inp: RewardInput | None, resolved, error,
-             reason) -> dict[str, Any]:
+def _details(
+    parsed: ParsedCompletion, failures: tuple[str, ...], inp: RewardInput | None, resolved, error, reason
+) -> dict[str, Any]:
     names = {r.name for r in resolved}
     version = {r.name: r.version for r in resolved}  # explain what was computed, in its version
     detection_version = next((version[n] for n in ("ap", "ap50", "od_length") if n in version), "2")

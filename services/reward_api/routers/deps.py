@@ -65,8 +65,7 @@ class Overloaded(ServiceError):
 
     def __init__(self, what: str, waited: float, retry_after: int) -> None:
         super().__init__(
-            f"overloaded: waited {waited:g} s for room in this worker's budget of {what}; "
-            f"retry after {retry_after} s",
+            f"overloaded: waited {waited:g} s for room in this worker's budget of {what}; retry after {retry_after} s",
             headers={"Retry-After": str(retry_after)},
         )
         self.what = what
@@ -79,9 +78,11 @@ class BodyTimeout(ServiceError):
     status_code = 408
 
     def __init__(self, seconds: int) -> None:
-        super().__init__(f"the request body was not received within {seconds} s "
-                         f"(REWARD_API_BODY_READ_SECONDS); send the whole body at once",
-                         headers={"Connection": "close"})
+        super().__init__(
+            f"the request body was not received within {seconds} s "
+            f"(REWARD_API_BODY_READ_SECONDS); send the whole body at once",
+            headers={"Connection": "close"},
+        )
 
 
 class Budget:
@@ -104,7 +105,7 @@ class Budget:
         self._waiters.append((amount, ticket))
         try:
             await asyncio.wait_for(asyncio.shield(ticket), self.wait_seconds)
-        except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
+        except (TimeoutError, asyncio.CancelledError) as exc:
             if ticket.done() and not ticket.cancelled():
                 self.give(amount)  # granted in the same instant as the timeout: hand it on
             else:
@@ -152,12 +153,15 @@ class BatchRunner:
     sample than one sending a batch.
     """
 
-    def __init__(self, max_queued_bytes: int, max_queued_samples: int, queue_wait_seconds: float,
-                 retry_after: int = 1) -> None:
-        self.bytes = Budget("body bytes (REWARD_API_MAX_QUEUED_BYTES)", max_queued_bytes, queue_wait_seconds,
-                            retry_after)
-        self.samples = Budget("samples (REWARD_API_MAX_QUEUED_SAMPLES)", max_queued_samples, queue_wait_seconds,
-                              retry_after)
+    def __init__(
+        self, max_queued_bytes: int, max_queued_samples: int, queue_wait_seconds: float, retry_after: int = 1
+    ) -> None:
+        self.bytes = Budget(
+            "body bytes (REWARD_API_MAX_QUEUED_BYTES)", max_queued_bytes, queue_wait_seconds, retry_after
+        )
+        self.samples = Budget(
+            "samples (REWARD_API_MAX_QUEUED_SAMPLES)", max_queued_samples, queue_wait_seconds, retry_after
+        )
         self._turn = asyncio.Lock()  # FIFO: one unit of work in the thread at a time
         self._queues: dict[Callable, list[tuple[Any, asyncio.Future]]] = {}
         self._flushes: set[asyncio.Task] = set()
@@ -201,9 +205,7 @@ Runner = Annotated[BatchRunner, Depends(get_runner)]
 
 
 # The answers a batch endpoint may give besides 200, for the OpenAPI document.
-BATCH_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (401, 408, 413, 422, 431, 503)
-}
+BATCH_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (401, 408, 413, 422, 431, 503)}
 
 
 def json_body_schema(model: type[BaseModel]) -> dict:
@@ -242,8 +244,9 @@ async def run_on_body(request: Request, runner: BatchRunner, work: Callable[...,
         return JSONBytes(await runner.run(work, body, *args))
 
 
-async def score_on_body(request: Request, runner: BatchRunner, prepare: Callable[[bytes], Any],
-                        score: Callable[[list], list]) -> Response:
+async def score_on_body(
+    request: Request, runner: BatchRunner, prepare: Callable[[bytes], Any], score: Callable[[list], list]
+) -> Response:
     """A scoring request: the body read, parsed and planned by ``prepare`` (in the batch thread for a
     large body, where parsing is real work, else right here), its samples admitted, then scored by
     ``score`` together with whatever else is waiting."""

@@ -17,8 +17,8 @@ from shared.contract import EvaluateRequest, EvaluateResponse
 from ..engine.evaluation import EvaluationInputError, evaluate_dataset
 from ..responses import encode_json
 from ..settings import Settings
-from .request_handling import RequestError, parse_body
 from .deps import BATCH_ERRORS, CurrentSettings, Runner, json_body_schema, run_on_body
+from .request_handling import RequestError, parse_body
 
 router = APIRouter(tags=["evaluation"])
 
@@ -28,14 +28,23 @@ def evaluate_body(body: bytes, settings: Settings) -> bytes:
     request = parse_body(EvaluateRequest, body)
     images = [(image.completion, image.solution) for image in request.images]
     try:
-        result = evaluate_dataset(images, request.categories, max_categories=settings.max_categories,
-                                  max_gt_boxes=settings.max_gt_boxes, max_box_pairs=settings.max_box_pairs)
+        result = evaluate_dataset(
+            images,
+            request.categories,
+            max_categories=settings.max_categories,
+            max_gt_boxes=settings.max_gt_boxes,
+            max_box_pairs=settings.max_box_pairs,
+        )
     except EvaluationInputError as exc:
         raise RequestError(str(exc)) from None
     return encode_json(asdict(result))
 
 
-@router.post("/evaluate", response_model=EvaluateResponse, responses=BATCH_ERRORS,
-             openapi_extra=json_body_schema(EvaluateRequest))
+@router.post(
+    "/evaluate",
+    response_model=EvaluateResponse,
+    responses=BATCH_ERRORS,
+    openapi_extra=json_body_schema(EvaluateRequest),
+)
 async def evaluate(request: Request, runner: Runner, settings: CurrentSettings) -> Response:
     return await run_on_body(request, runner, evaluate_body, settings)

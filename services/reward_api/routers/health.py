@@ -15,8 +15,8 @@ from starlette.responses import Response
 
 from .. import metrics
 from ..responses import JSONBytes
-from .request_handling import self_test
 from .deps import CurrentSettings
+from .request_handling import self_test
 
 router = APIRouter(tags=["operations"])
 
@@ -34,8 +34,11 @@ async def readyz(settings: CurrentSettings) -> Response:
     live = live_workers()
     if problem is None and live is not None and len(live) < expected:
         problem = f"{len(live)} of {expected} workers started"
-    body = {"status": "ready" if problem is None else "not ready", "pid": os.getpid(),
-            "workers": {"expected": expected, "started": expected if live is None else len(live)}}
+    body = {
+        "status": "ready" if problem is None else "not ready",
+        "pid": os.getpid(),
+        "workers": {"expected": expected, "started": expected if live is None else len(live)},
+    }
     if problem is not None:
         body["detail"] = problem
     return JSONBytes(body, status_code=200 if problem is None else 503)

@@ -20,10 +20,15 @@ from .request_handling import prepare_openrlhf, score_jobs
 router = APIRouter(tags=["rewards"])
 
 
-@router.post("/openrlhf", response_model=OpenRLHFResponse, responses=BATCH_ERRORS,
-             openapi_extra=json_body_schema(OpenRLHFRequest))
+@router.post(
+    "/openrlhf",
+    response_model=OpenRLHFResponse,
+    responses=BATCH_ERRORS,
+    openapi_extra=json_body_schema(OpenRLHFRequest),
+)
 async def openrlhf(request: Request, runner: Runner, settings: CurrentSettings, defaults: DefaultPlan) -> Response:
     """``rewards``: the weighted total of the server's default rewards; ``scores``: the same divided by
     the sum of the weights' magnitudes (in [0, 1] for the default set); ``extra_logs``: each reward."""
-    return await score_on_body(request, runner, partial(prepare_openrlhf, settings=settings, defaults=defaults),
-                               score_jobs)
+    return await score_on_body(
+        request, runner, partial(prepare_openrlhf, settings=settings, defaults=defaults), score_jobs
+    )

@@ -27,7 +27,6 @@ from ..responses import encode_json
 from ..settings import Settings
 
 
-
 class RequestError(ServiceError):
     """The request itself is wrong (4xx, never retried); ``detail`` names the field."""
 
@@ -102,8 +101,10 @@ def resolve_weights(rewards: tuple, given: dict[str, float] | None, base: dict[s
         weights[spelling[key]] = value
     # Every reward lies in [-1, 1], so |total| <= sum |weight|: finite when that sum is.
     if not math.isfinite(sum(abs(w) for w in weights.values())):
-        raise RequestError(f"weights: {weights} add up beyond the largest double, so totals would overflow; "
-                           "scale them down (only their ratios matter to a trainer)")
+        raise RequestError(
+            f"weights: {weights} add up beyond the largest double, so totals would overflow; "
+            "scale them down (only their ratios matter to a trainer)"
+        )
     return weights
 
 
@@ -197,8 +198,9 @@ def check_completion_tokens(job: Job) -> None:
     needing = [r.name for r in job.plan.rewards if r.needs_completion_tokens]
     missing = [i for i, s in enumerate(job.samples) if s.completion_tokens is None] if needing else []
     if missing:
-        raise RequestError(f"samples[].completion_tokens: required by {', '.join(needing)}, "
-                           f"missing for sample(s) {listed(missing)}")
+        raise RequestError(
+            f"samples[].completion_tokens: required by {', '.join(needing)}, missing for sample(s) {listed(missing)}"
+        )
 
 
 def score_jobs(jobs: list[Job]) -> list[bytes | RequestError]:
@@ -229,10 +231,17 @@ def score_together(jobs: list[Job]) -> list[Scored]:
     samples = [sample for job in jobs for sample in job.samples]
     plan, explain, settings = jobs[0].plan, jobs[0].explain, jobs[0].settings
     try:
-        scores = score_batch(samples, plan.rewards, plan.params, explain, max_gt_boxes=settings.max_gt_boxes,
-                             max_box_pairs=settings.max_box_pairs, explain_budget=settings.max_explain_bytes,
-                             repair_seconds=settings.max_repair_seconds,
-                             request_sizes=[len(job.samples) for job in jobs])
+        scores = score_batch(
+            samples,
+            plan.rewards,
+            plan.params,
+            explain,
+            max_gt_boxes=settings.max_gt_boxes,
+            max_box_pairs=settings.max_box_pairs,
+            explain_budget=settings.max_explain_bytes,
+            repair_seconds=settings.max_repair_seconds,
+            request_sizes=[len(job.samples) for job in jobs],
+        )
     except registry.RegistryError as exc:  # a budget passed (box pairs, explain size): names the limit
         raise RequestError(str(exc)) from None
     metrics.observe_batch(jobs[0].endpoint, len(samples), scores.values, scores.error_reasons, scores.stats)
@@ -254,14 +263,16 @@ def answer(job: Job, scored: Scored) -> bytes | RequestError:
 
 
 def score_answer(job: Job, scored: Scored) -> bytes:
-    return encode_json({
-        "rewards": {name: scored.values[name] for name in job.plan.names},
-        "total": scored.total,
-        "versions": {r.name: r.version for r in job.plan.rewards},
-        "errors": scored.errors,
-        "ids": [s.id for s in job.samples],
-        "details": scored.details,  # None unless explain
-    })
+    return encode_json(
+        {
+            "rewards": {name: scored.values[name] for name in job.plan.names},
+            "total": scored.total,
+            "versions": {r.name: r.version for r in job.plan.rewards},
+            "errors": scored.errors,
+            "ids": [s.id for s in job.samples],
+            "details": scored.details,  # None unless explain
+        }
+    )
 
 
 # ---------------------------------------------------------------- OpenRLHF
@@ -279,7 +290,8 @@ def completion_of(query: str, prompt: str, index: int) -> str:
     if end is None:
         raise RequestError(
             f"query[{index}]: does not start with prompts[{index}] (image and video pads allowed to expand), "
-            f"so the completion is unknown; send the prompt text the query was tokenised from")
+            f"so the completion is unknown; send the prompt text the query was tokenised from"
+        )
     return trim_end_tokens(query[end:])
 
 
@@ -318,8 +330,11 @@ def openrlhf_answer(job: Job, scored: Scored) -> bytes:
         # OpenRLHF has no way to carry "not scored"; a 0 would silently train on a wrong reward.
         reasons = "; ".join(f"labels[{i}]: {e}" for i, e in failed[:MAX_LISTED])
         raise RequestError(f"samples {listed([i for i, _ in failed])} cannot be scored: {reasons}")
-    response = OpenRLHFResponse(rewards=scored.total, scores=normalised(job.plan, scored.total),
-                                extra_logs={n: scored.values[n] for n in job.plan.names})
+    response = OpenRLHFResponse(
+        rewards=scored.total,
+        scores=normalised(job.plan, scored.total),
+        extra_logs={n: scored.values[n] for n in job.plan.names},
+    )
     return encode_json(response.model_dump())
 
 

@@ -15,7 +15,10 @@ from .request_handling import prepare_score, score_jobs
 router = APIRouter(tags=["rewards"])
 
 
-@router.post("/score", response_model=ScoreResponse, responses=BATCH_ERRORS, openapi_extra=json_body_schema(ScoreRequest))
+@router.post(
+    "/score", response_model=ScoreResponse, responses=BATCH_ERRORS, openapi_extra=json_body_schema(ScoreRequest)
+)
 async def score(request: Request, runner: Runner, settings: CurrentSettings, defaults: DefaultPlan) -> Response:
-    return await score_on_body(request, runner, partial(prepare_score, settings=settings, defaults=defaults),
-                               score_jobs)
+    return await score_on_body(
+        request, runner, partial(prepare_score, settings=settings, defaults=defaults), score_jobs
+    )

@@ -9,8 +9,9 @@ runs once (:meth:`RewardInput.shared`).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from ..ground_truth import GroundTruth
 from ..parsing import ParsedCompletion

@@ -24,7 +24,7 @@ import math
 from . import RewardInput
 from . import weighted_sum as weighted_sum_reward
 
-__all__ = ["cosine_reward", "score", "score_v2", "DEFAULT_MAX_LENGTH", "DEFAULT_CORRECT_THRESHOLD"]
+__all__ = ["DEFAULT_CORRECT_THRESHOLD", "DEFAULT_MAX_LENGTH", "cosine_reward", "score", "score_v2"]
 
 DEFAULT_MAX_LENGTH = 1024
 DEFAULT_CORRECT_THRESHOLD = 0.7

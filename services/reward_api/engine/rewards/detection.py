@@ -39,13 +39,13 @@ from . import RewardInput
 __all__ = [
     "DetectionResult",
     "evaluate_detection",
-    "shared_result",
     "score_ap",
     "score_ap50",
-    "score_od_length",
-    "score_ap_v2",
     "score_ap50_v2",
+    "score_ap_v2",
+    "score_od_length",
     "score_od_length_v2",
+    "shared_result",
 ]
 
 # What happened to each predicted item (explain=True), besides "kept".

@@ -49,15 +49,15 @@ from . import RewardInput
 
 __all__ = [
     "DEFAULTS",
-    "WeightedSumResult",
     "Match",
+    "WeightedSumResult",
+    "greedy_match",
     "iou",
     "iou_matrix",
-    "greedy_match",
-    "weighted_sum",
-    "shared_result",
     "score",
     "score_v2",
+    "shared_result",
+    "weighted_sum",
 ]
 
 DEFAULTS = {"alpha": 0.7, "beta": 0.0, "gamma": 0.3, "iou_threshold": 0.5}
@@ -117,8 +117,9 @@ def iou_matrix(pred_boxes: list, gt_boxes: list) -> np.ndarray:
         return np.array([[iou(p, g) for g in gt_boxes] for p in pred_boxes], dtype=np.float64).reshape(
             len(pred_boxes), len(gt_boxes)
         )
-    return _vectorised_iou(np.array(pred_boxes, dtype=np.float64).reshape(-1, 4),
-                           np.array(gt_boxes, dtype=np.float64).reshape(-1, 4))
+    return _vectorised_iou(
+        np.array(pred_boxes, dtype=np.float64).reshape(-1, 4), np.array(gt_boxes, dtype=np.float64).reshape(-1, 4)
+    )
 
 
 def _vectorised_iou(p: np.ndarray, g: np.ndarray) -> np.ndarray:
@@ -154,8 +155,10 @@ def _python_candidates(pred_boxes: list, valid: list[int], gt_boxes: list, thres
     ``max(x, y)`` returns, and ``y if y < x else x`` what ``min(x, y)`` returns.
     """
     gts = [(b[0], b[1], b[2] - 1, b[3] - 1, (b[2] - b[0]) * (b[3] - b[1])) for b in gt_boxes]
-    preds = [(p, a[0], a[1], a[2] - 1, a[3] - 1, (a[2] - a[0]) * (a[3] - a[1])) for p, a in
-             ((p, pred_boxes[p]) for p in valid)]
+    preds = [
+        (p, a[0], a[1], a[2] - 1, a[3] - 1, (a[2] - a[0]) * (a[3] - a[1]))
+        for p, a in ((p, pred_boxes[p]) for p in valid)
+    ]
     # Most pairs do not overlap: their intersection is 0, so their IoU is exactly 0.0 (0 / union,
     # or the 0.0 of a non-positive union), which a positive threshold rejects. Skipping them also
     # skips their area_a + area_b, which could only raise for an int area too large for a float.
@@ -301,8 +304,13 @@ def weighted_sum(
         scale = max(alpha, beta, gamma)
         a, b, c = alpha / scale, beta / scale, gamma / scale
         value = (a * position + b * label + c * completeness) / (a + b + c)
-    parts = {"position": position, "label": label, "miss": miss, "false_alarm": false_alarm,
-             "completeness": completeness}
+    parts = {
+        "position": position,
+        "label": label,
+        "miss": miss,
+        "false_alarm": false_alarm,
+        "completeness": completeness,
+    }
     return WeightedSumResult(value, "matched", n_pred, n_gt, matches, parts)
 
 
