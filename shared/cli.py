@@ -104,7 +104,7 @@ class Summary:
             present = [v for v in values if v is not None]
             self.sums[name] = self.sums.get(name, 0.0) + sum(present)
             self.scored[name] = self.scored.get(name, 0) + len(present)
-        for line, error in zip(line_numbers, response.errors):
+        for line, error in zip(line_numbers, response.errors, strict=True):
             if error is not None:
                 self.errors.append(f"line {line}: {error}")
         self.count += len(response.total)

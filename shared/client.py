@@ -30,6 +30,7 @@ and a pinned version answered by that version. Anything else is a server fault (
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import math
 import os
@@ -407,8 +408,9 @@ def build_requests(
     """Validate here (a wrong sample is the caller's error, named by its index) and split into chunks."""
     try:
         checked = [s if isinstance(s, Sample) else Sample.model_validate(s) for s in samples]
-        template = ScoreRequest(
-            samples=[], rewards=_reward_refs(rewards), weights=weights, params=params, explain=explain
+        # model_validate: the caller's mappings become the model's dicts, checked like any input.
+        template = ScoreRequest.model_validate(
+            {"samples": [], "rewards": _reward_refs(rewards), "weights": weights, "params": params, "explain": explain}
         )
     except ValidationError as exc:
         raise RewardRequestError(f"invalid score request: {exc}", status=None, detail=str(exc)) from exc
@@ -523,14 +525,14 @@ def merge_responses(parts: Sequence[ScoreResponse]) -> ScoreResponse:
                 f"{dict(first.versions)} vs {dict(part.versions)} (rewards {list(first.rewards)} vs "
                 f"{list(part.rewards)}); are the base URLs running different service versions?"
             )
-    with_details = all(part.details is not None for part in parts)
+    details = [part.details for part in parts if part.details is not None]
     return ScoreResponse(
         rewards={name: [v for part in parts for v in part.rewards[name]] for name in first.rewards},
         total=[v for part in parts for v in part.total],
         versions=dict(first.versions),
         errors=[e for part in parts for e in part.errors],
         ids=[i for part in parts for i in part.ids],
-        details=[d for part in parts for d in part.details] if with_details else None,  # type: ignore[union-attr]
+        details=[d for part_details in details for d in part_details] if len(details) == len(parts) else None,
     )
 
 
@@ -798,10 +800,8 @@ def _shut_socket(response: httpx.Response) -> None:
     stream = response.extensions.get("network_stream")
     sock = stream.get_extra_info("socket") if stream is not None else None
     if sock is not None:
-        try:
+        with contextlib.suppress(OSError):  # already closed: the attempt is over anyway
             sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass  # already closed: the attempt is over anyway
 
 
 class AsyncRewardClient(_ClientBase):
@@ -858,7 +858,7 @@ class AsyncRewardClient(_ClientBase):
     async def health(self) -> dict[str, bool]:
         """Readiness of each base URL (GET /readyz answered 2xx). A probe: no retries."""
         ready = await asyncio.gather(*(self._probe(url) for url in self.base_urls))
-        return dict(zip(self.base_urls, ready))
+        return dict(zip(self.base_urls, ready, strict=True))
 
     async def close(self) -> None:
         await self._http.aclose()

@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -85,8 +86,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _endpoint_paths() -> set[str]:
-    paths = {API_PREFIX + route.path for router in V1_ROUTERS for route in router.routes}
-    return paths | {route.path for router in OPEN_ROUTERS for route in router.routes}
+    paths = {API_PREFIX + path for router in V1_ROUTERS for path in _route_paths(router)}
+    return paths | {path for router in OPEN_ROUTERS for path in _route_paths(router)}
+
+
+def _route_paths(router: APIRouter) -> list[str]:
+    # Every route of these routers is an endpoint (APIRoute); `routes` is typed as BaseRoute, which has no path.
+    return [route.path for route in router.routes if isinstance(route, APIRoute)]
 
 
 @asynccontextmanager

@@ -88,7 +88,8 @@ class LocalService:
         ``port``: a given one (a restart on the same address), else a free one. The service's
         settings are the defaults plus ``env`` and ``token``: REWARD_API_* variables and
         PROMETHEUS_MULTIPROC_DIR of this process are not passed on, so a shell's settings cannot
-        change what a test or a benchmark measures. ``log_path``: where its output goes and stays; by default a temporary file removed by ``stop``.
+        change what a test or a benchmark measures. ``log_path``: where its output goes and stays; by
+        default a temporary file removed by ``stop``.
         """
         port = free_port() if port is None else port
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("REWARD_API_")}

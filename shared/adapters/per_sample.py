@@ -95,8 +95,9 @@ def sample_scores(response: ScoreResponse, i: int) -> dict[str, float]:
         raise RewardServiceError(f"the reward service could not score the sample: {response.errors[i]}")
     scores = {"score": total}
     for name, values in response.rewards.items():
-        if values[i] is not None:
-            scores[name] = values[i]
+        value = values[i]
+        if value is not None:
+            scores[name] = value
     return scores
 
 
@@ -165,11 +166,21 @@ def coalescer() -> Coalescer:
     held = _coalescers.get(loop)
     if held is None or held[0] != config:
         if held is not None:
-            asyncio.ensure_future(held[1].client.close())
+            _close_later(held[1].client)
         client = AsyncRewardClient(list(config[0]), token=config[1], timeout=config[2])
         held = (config, Coalescer(client, config[3] / 1000.0))
         _coalescers[loop] = held
     return held[1]
+
+
+# The loop keeps only weak references to its tasks: these hold each close until it is done.
+_closing: set[asyncio.Future[None]] = set()
+
+
+def _close_later(client: AsyncRewardClient) -> None:
+    closing = asyncio.ensure_future(client.close())
+    _closing.add(closing)
+    closing.add_done_callback(_closing.discard)
 
 
 def _float_env(name: str, default: float) -> float:

@@ -63,4 +63,4 @@ def valid_box(value: Any) -> Box | None:
     """The box as a tuple of its four numbers (types kept), or None when it is not valid."""
     if box_problem(value) is not None:
         return None
-    return tuple(value)  # type: ignore[return-value]
+    return tuple(value)

@@ -453,7 +453,7 @@ def _batches(n_dt: list[int], n_gt: list[int]) -> list[np.ndarray] | None:
     """None when all categories fit one padded batch; else groups of the categories with gt."""
     if len(n_dt) * max(max(n_dt, default=0), max(n_gt, default=0), 1) <= _BATCH_CELLS:
         return None
-    longest = [max(d, g, 1) for d, g in zip(n_dt, n_gt)]
+    longest = [max(d, g, 1) for d, g in zip(n_dt, n_gt, strict=True)]
     evaluated = sorted((k for k in range(len(n_dt)) if n_gt[k] > 0), key=lambda k: -longest[k])
     batches, start = [], 0
     while start < len(evaluated):
@@ -548,11 +548,11 @@ def dataset_ap(images: Iterable[ImageInput | tuple], cat_ids=None) -> DatasetAP:
     dataset's categories (default: every category with ground truth in some image). A detection
     of a category that has ground truth in other images only is a false positive for it.
     """
-    images = [ImageInput(*im) for im in images]
+    inputs = [ImageInput(*im) for im in images]
     if cat_ids is None:
-        cat_ids = [c for im in images for c in _ids(im.gt_cats).tolist()]
+        cat_ids = [c for im in inputs for c in _ids(im.gt_cats).tolist()]
     cats = _sorted_ids(cat_ids)
-    records = [evaluate_image(*im, cat_ids=cats) for im in images]
+    records = [evaluate_image(*im, cat_ids=cats) for im in inputs]
     acc = _accumulate(records, cats)
     ap, ap50 = summarize(acc)
     per_category = {
@@ -598,7 +598,7 @@ def _layout(n_gts: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     starts = np.flatnonzero(np.r_[True, (steps[1:] != steps[:-1]).any(axis=1)])  # (S,)
     lengths = np.diff(np.r_[starts, _R])
     widths = [n + 1 for n in n_gts]
-    offsets = np.cumsum([0] + widths[:-1])  # where category k's values start within one threshold
+    offsets = np.cumsum([0, *widths[:-1]])  # where category k's values start within one threshold
     gather = (steps[starts] + offsets)[None, :, :] + (np.arange(_T) * sum(widths))[:, None, None]
     gather.flags.writeable = False
     lengths.flags.writeable = False
@@ -648,7 +648,7 @@ def _precision_at(options: list, n_gt: int, thr: float) -> list[float]:
     overall maximum; j past the last true positive reads 0 (pycocotools' IndexError).
     """
     free = [True] * n_gt
-    prs = []
+    prs: list[float] = []
     for position, choices in enumerate(options, start=1):
         best, pick = thr, -1
         for g, iou in choices:
@@ -693,7 +693,7 @@ def _small_image_ap(gt: list, gc: list, dt: list, dc: list, valid: list) -> tupl
     if len(dt) > MAX_DETS:  # no truncation to implement: _is_small keeps far below it anyway
         return None
     gts: dict[int, list] = {}
-    for box, c in zip(gt, gc):
+    for box, c in zip(gt, gc, strict=True):
         g = _xywh(box)
         if g is None:
             return None
@@ -702,7 +702,7 @@ def _small_image_ap(gt: list, gc: list, dt: list, dc: list, valid: list) -> tupl
     # Detections of evaluated categories, in input order (all score 1.0 and mergesort is stable);
     # an invalid one is None: a zero-area box that matches nothing.
     dets: dict[int, list] = {c: [] for c in cats}
-    for box, c, ok in zip(dt, dc, valid):
+    for box, c, ok in zip(dt, dc, valid, strict=True):
         if c in dets:
             d = _xywh(box) if ok else None
             if ok and d is None:

@@ -220,12 +220,12 @@ def greedy_matches(preds: Predictions, truth: GroundTruthBoxes, iou: np.ndarray 
         return [(p, g) for p, g, _ in greedy_matching(takers, row, len(gt_code), MATCH_IOU, rows)]
     same_label = (pred_code[:, None] == gt_code[None, :]) & (pred_code[:, None] >= 0)
     candidate = same_label & preds.valid[:, None] & (iou >= MATCH_IOU)
-    rows, cols = np.nonzero(candidate)
-    order = np.lexsort((cols, rows, -iou[rows, cols]))
+    pred_index, gt_index = np.nonzero(candidate)
+    order = np.lexsort((gt_index, pred_index, -iou[pred_index, gt_index]))
     taken_pred: set[int] = set()
     taken_gt: set[int] = set()
     matches = []
-    for p, g in zip(rows[order].tolist(), cols[order].tolist()):
+    for p, g in zip(pred_index[order].tolist(), gt_index[order].tolist(), strict=True):
         if p not in taken_pred and g not in taken_gt:
             taken_pred.add(p)
             taken_gt.add(g)
@@ -288,7 +288,7 @@ def evaluate_dataset(
     names = resolve_categories(truths, categories, max_categories)
     index = {name: k for k, name in enumerate(names)}
     preds = [read_predictions(completion) for completion, _ in images]
-    pairs = sum(len(p.labels) * len(t.labels) for p, t in zip(preds, truths))
+    pairs = sum(len(p.labels) * len(t.labels) for p, t in zip(preds, truths, strict=True))
     if max_box_pairs is not None and pairs > max_box_pairs:
         raise EvaluationInputError(
             f"images: {pairs} (prediction, ground truth) box pairs to match, more than the "
@@ -297,7 +297,7 @@ def evaluate_dataset(
     k = len(names)
     tally = _Tally(np.zeros(k, np.int64), np.zeros(k, np.int64), np.zeros(k, np.int64))
     coco_images, nms_images = [], []
-    for pred, truth in zip(preds, truths):
+    for pred, truth in zip(preds, truths, strict=True):
         iou = image_iou(pred, truth)
         _count(tally, pred, truth, index, greedy_matches(pred, truth, iou))
         coco_input, known = _coco_input(pred, truth, index)
@@ -320,8 +320,8 @@ def _coco_input(pred: Predictions, truth: GroundTruthBoxes, index: dict[str, int
 
 
 def _count(tally: _Tally, pred: Predictions, truth: GroundTruthBoxes, index: dict[str, int], matches) -> None:
-    for label in truth.labels:
-        tally.n_gt[index[label]] += 1
+    for gt_label in truth.labels:
+        tally.n_gt[index[gt_label]] += 1
     for label in pred.labels:
         if label is None:
             tally.n_no_label += 1
@@ -329,7 +329,9 @@ def _count(tally: _Tally, pred: Predictions, truth: GroundTruthBoxes, index: dic
             tally.n_pred[index[label]] += 1
         else:
             tally.unknown[label] += 1
-    tally.n_invalid_box += sum(1 for label, ok in zip(pred.labels, pred.valid) if label is not None and not ok)
+    tally.n_invalid_box += sum(
+        1 for label, ok in zip(pred.labels, pred.valid, strict=True) if label is not None and not ok
+    )
     for _, g in matches:
         tally.matches[index[truth.labels[g]]] += 1
 

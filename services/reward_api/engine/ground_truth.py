@@ -169,8 +169,8 @@ def _check_items(items: list) -> None:
         if not isinstance(item, dict):
             raise SolutionError(f"solution item {index} is {_json_type(item)}, not an object")
         if not isinstance(item.get("label"), str):
-            problem = "is missing" if "label" not in item else f"is {_json_type(item['label'])}, not a string"
-            raise SolutionError(f"solution item {index}: label {problem}")
+            label_problem = "is missing" if "label" not in item else f"is {_json_type(item['label'])}, not a string"
+            raise SolutionError(f"solution item {index}: label {label_problem}")
         problem = box_problem(item.get("bbox_2d")) or _area_problem(item["bbox_2d"])
         if problem is not None:
             raise SolutionError(f"solution item {index}: bbox_2d {problem}")
@@ -202,7 +202,7 @@ def _weighted_sum_items(is_none: bool, normalised: str, raw_boxes: tuple) -> lis
         and isinstance(item.get("label"), str)
         and isinstance(item.get("bbox_2d"), list)
         and tuple(item["bbox_2d"]) == box
-        for item, box in zip(items, raw_boxes)
+        for item, box in zip(items, raw_boxes, strict=True)
     )
     if not same:
         raise SolutionError("solution reads differently once lower-cased for weighted_sum (check the ```json block)")

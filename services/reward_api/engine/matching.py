@@ -57,7 +57,7 @@ def greedy_matching(
         vals = values[cols]
         order = np.lexsort((cols, -vals))[:_HEAD]
         # Reversed: the best candidate is popped from the end.
-        lists[p] = list(zip(vals[order].tolist(), cols[order].tolist()))[::-1]
+        lists[p] = list(zip(vals[order].tolist(), cols[order].tolist(), strict=True))[::-1]
         push_head(p)
 
     def push_head(p: int) -> None:

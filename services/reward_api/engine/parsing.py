@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -103,10 +104,8 @@ def first_block(text: str, opening: str, closing: str) -> str | None:
 
 def last_span(text: str, opening: str, closing: str) -> tuple[int, int] | None:
     """Span of group 1 of the last ``re.finditer(opening + "(.*?)" + closing, text, DOTALL)`` match."""
-    span = None
-    for span in iter_blocks(text, opening, closing):
-        pass
-    return span
+    last = deque(iter_blocks(text, opening, closing), maxlen=1)  # runs the iterator, keeps its last span
+    return last[0] if last else None
 
 
 def last_block(text: str, opening: str, closing: str) -> str | None:

@@ -75,7 +75,9 @@ class _List:
         self.n = len(text)
 
     def space(self, position: int) -> int:
-        return _SPACE.match(self.text, position).end()
+        match = _SPACE.match(self.text, position)
+        assert match is not None  # a run of zero or more spaces matches anywhere
+        return match.end()
 
     def read(self) -> list:
         position = self.space(0)

@@ -382,7 +382,7 @@ def _completion_details(parsed: ParsedCompletion, failures: tuple[str, ...]) -> 
 
 def _item_details(predictions: tuple[Prediction, ...], statuses: tuple[str, ...]) -> list[dict[str, Any]]:
     items = []
-    for index, (prediction, status) in enumerate(zip(predictions, statuses)):
+    for index, (prediction, status) in enumerate(zip(predictions, statuses, strict=True)):
         entry: dict[str, Any] = {"index": index, "label": prediction.label, "status": status}
         if prediction.box is not None:
             entry["bbox_2d"] = [float(v) for v in prediction.box]

@@ -12,7 +12,7 @@ import functools
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from pydantic import BaseModel, ValidationError
@@ -145,7 +145,7 @@ def totals(plan: Plan, values: dict[str, list], n: int) -> list[float | None]:
     out: list[float | None] = []
     columns = [(plan.weights[name], values[name]) for name in plan.names]
     for i in range(n):
-        total = 0.0
+        total: float | None = 0.0
         for weight, column in columns:
             value = column[i]
             if value is None:
@@ -205,19 +205,20 @@ def check_completion_tokens(job: Job) -> None:
 
 def score_jobs(jobs: list[Job]) -> list[bytes | RequestError]:
     """The answer (or the 4xx) of every job, one engine call per group of jobs that ask the same."""
-    results: list[bytes | RequestError | None] = [None] * len(jobs)
+    results: dict[int, bytes | RequestError] = {}
     groups: dict[tuple, list[int]] = {}
     for i, job in enumerate(jobs):
         groups.setdefault(job.group, []).append(i)
     for indices in groups.values():
         members = [jobs[i] for i in indices]
+        shares: list[Scored] | list[Scored | RequestError]
         try:
             shares = score_together(members)
         except RequestError:  # one request passed a budget (or a check): only its request fails
             shares = [one_alone(job) for job in members]
         for i, job, share in zip(indices, members, shares, strict=True):
             results[i] = share if isinstance(share, RequestError) else answer(job, share)
-    return results  # type: ignore[return-value]
+    return [results[i] for i in range(len(jobs))]
 
 
 def one_alone(job: Job) -> Scored | RequestError:
@@ -317,7 +318,7 @@ def prepare_openrlhf(body: bytes, settings: Settings, defaults: Plan) -> Job:
     check_size("query", len(request.query), settings)
     samples = [
         Sample(completion=completion_of(q, p, i), solution=label)
-        for i, (q, p, label) in enumerate(zip(request.query, request.prompts, request.labels))
+        for i, (q, p, label) in enumerate(zip(request.query, request.prompts, request.labels, strict=True))
     ]
     job = Job("/v1/openrlhf", samples, defaults, settings)
     check_completion_tokens(job)
@@ -330,9 +331,12 @@ def openrlhf_answer(job: Job, scored: Scored) -> bytes:
         # OpenRLHF has no way to carry "not scored"; a 0 would silently train on a wrong reward.
         reasons = "; ".join(f"labels[{i}]: {e}" for i, e in failed[:MAX_LISTED])
         raise RequestError(f"samples {listed([i for i, _ in failed])} cannot be scored: {reasons}")
+    # No sample failed, so none has a None total (a reward is None only with an error); the
+    # response model still checks every value.
+    total = cast(list[float], scored.total)
     response = OpenRLHFResponse(
-        rewards=scored.total,
-        scores=normalised(job.plan, scored.total),
+        rewards=total,
+        scores=normalised(job.plan, total),
         extra_logs={n: scored.values[n] for n in job.plan.names},
     )
     return encode_json(response.model_dump())

@@ -136,7 +136,7 @@ def evaluate_detection(parsed: ParsedCompletion, truth: GroundTruth, version: st
     statuses = item_statuses(parsed, categories)
     if n_pred == 0 or n_gt == 0:
         return _constant(0.0, "one_empty", n_pred, n_gt, statuses)
-    kept = [p for p, status in zip(predictions, statuses) if status in ("kept", INVALID_BOX)]
+    kept = [p for p, status in zip(predictions, statuses, strict=True) if status in ("kept", INVALID_BOX)]
     if not kept:
         return _constant(0.0, "no_known_label", n_pred, n_gt, statuses)
     dt_boxes = np.array([p.box if p.box is not None else (0.0, 0.0, 0.0, 0.0) for p in kept], dtype=np.float64)

@@ -83,7 +83,8 @@ def repetition(parsed: ParsedCompletion, version: str = "2") -> RepetitionResult
     words = parsed.words
     if len(words) < NGRAM:
         return RepetitionResult(0.0, "words", 0, 0)
-    grams = list(zip(*(words[i:] for i in range(NGRAM))))
+    # The shifted copies get shorter: zip stops at the shortest, leaving only whole n-grams.
+    grams = list(zip(*(words[i:] for i in range(NGRAM)), strict=False))
     distinct = len(set(grams))
     return RepetitionResult(_penalty(distinct, len(grams)), "words", len(grams), distinct)
 

@@ -237,7 +237,8 @@ def as_doubles(box) -> tuple[float, float, float, float]:
     meets a float area, and lose every reward of the sample. In doubles the area is inf and the
     IoU 0, as for any box that overlaps nothing. Below 2**53 the two arithmetics agree.
     """
-    return tuple(map(float, box))
+    x1, y1, x2, y2 = map(float, box)
+    return x1, y1, x2, y2
 
 
 def _box_and_label(item) -> tuple:
@@ -269,8 +270,10 @@ def weighted_sum(
     0.776471
     >>> guess = answer("[300, 300, 400, 400]").replace("<answer>", "<think>").replace("</answer>", "</think>")
     >>> upper = guess + answer("[10, 10, 110, 110]").replace("answer>", "ANSWER>")  # read on the second pass
-    >>> weighted_sum(ParsedCompletion(upper), truth).value, weighted_sum(ParsedCompletion(upper), truth, version="1").value
-    (1.0, 0.0)
+    >>> weighted_sum(ParsedCompletion(upper), truth).value
+    1.0
+    >>> weighted_sum(ParsedCompletion(upper), truth, version="1").value
+    0.0
     """
     if truth.ws_is_none:
         return WeightedSumResult(1.0 if parsed.ws_normalised == "none" else 0.0, "none")
@@ -284,7 +287,7 @@ def weighted_sum(
         return WeightedSumResult(0.0 if preds else 1.0, "no_gt_boxes", len(preds), 0)
     if not preds:
         return WeightedSumResult(0.0, "no_predictions", 0, len(gts))
-    pred_boxes, pred_labels = zip(*(_box_and_label(item) for item in preds))
+    pred_boxes, pred_labels = zip(*(_box_and_label(item) for item in preds), strict=True)
     gt_boxes = [as_doubles(item["bbox_2d"]) for item in gts]  # validated by ground_truth
     gt_labels = [item["label"] for item in gts]
     matches = tuple(
