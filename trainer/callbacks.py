@@ -9,6 +9,8 @@
   different kinds can be compared at equal time.
 * `NonFiniteGuard`: stops training at the first NaN or infinite loss or gradient norm, with a
   message, instead of training on garbage (sdpa attention with left padding in bf16 does this).
+* `CheckpointRecord`: copies the run's ``reward_service.json`` (the reward versions that scored it
+  so far) into every checkpoint, so that a resume checks them against the live service.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -180,3 +183,15 @@ class NonFiniteGuard(TrainerCallback):
                     "Likely causes: sdpa attention with padded prompts in bf16 (use --attn_implementation eager), "
                     "or a learning rate too high (lower --learning_rate)."
                 )
+
+
+class CheckpointRecord(TrainerCallback):
+    """Copy ``record`` (a file of the output directory) into each checkpoint Trainer saves."""
+
+    def __init__(self, record: str | Path) -> None:
+        self.record = Path(record)
+
+    def on_save(self, args, state, control, **kwargs):
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero and checkpoint.is_dir() and self.record.is_file():
+            shutil.copy2(self.record, checkpoint / self.record.name)

@@ -84,8 +84,10 @@ class HeldOutArguments:
     )
 
 
-def heldout_callback(options: HeldOutArguments, processor: Any, client: Any, output_dir: str | Path, template: str):
-    """The `HeldOutEvaluation` the options ask for, or None without ``--heldout_data``."""
+def heldout_callback(options: HeldOutArguments, processor: Any, client: Any, output_dir: str | Path, template: str,
+                     coordinates: str = "pixels"):
+    """The `HeldOutEvaluation` the options ask for, or None without ``--heldout_data``; ground truth
+    in the model's ``coordinates`` (`trainer.data.coordinate_convention`)."""
     if not options.heldout_data:
         return None
     from trainer import data
@@ -93,7 +95,7 @@ def heldout_callback(options: HeldOutArguments, processor: Any, client: Any, out
     from trainer.evaluate import asked_categories
 
     examples = data.read_vlm_r1(options.heldout_data, options.heldout_images, processor.image_processor,
-                                options.heldout_max_samples)
+                                options.heldout_max_samples, coordinates)
     return HeldOutEvaluation(
         examples, processor, client, output_dir, options.heldout_every_steps, template,
         asked_categories(options.heldout_data, options.heldout_max_samples),
