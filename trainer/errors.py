@@ -12,11 +12,12 @@ retrying against the model hub for minutes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 EXIT_OK = 0
@@ -75,12 +76,20 @@ def check_model_folder(path: str | os.PathLike, what: str = "model folder") -> N
 
 
 def quiet_logs() -> None:
-    """One line per event: no INFO line per HTTP request (httpx), no deprecation notices of ours."""
+    """One line per event: no INFO line per HTTP request (httpx) in the progress bar."""
     for name in ("httpx", "httpcore", "urllib3"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    # Raised by libraries for arguments we do not pass ourselves; nothing for the user to change.
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|trl|accelerate|peft)\.")
-    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(transformers|trl|accelerate|peft)\.")
+
+
+@contextlib.contextmanager
+def trl_defaults_without_deprecation_notices() -> Iterator[None]:
+    """TRL's configs default ``gradient_checkpointing=True``, an alias transformers 5 deprecates in
+    favour of ``activation_checkpointing``: every run would warn about a setting the user never made.
+    Only that notice is silenced, while the arguments are parsed."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`gradient_checkpointing(_kwargs)?` is deprecated",
+                                category=FutureWarning)
+        yield
 
 
 def run_command(body: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None) -> int:

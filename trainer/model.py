@@ -110,7 +110,7 @@ def load_processor(
     try:
         processor = AutoProcessor.from_pretrained(model_path)
     except (ImportError, OSError, ValueError) as exc:
-        logger.info("AutoProcessor could not load %s (%s); building it without a video processor", model_path, exc)
+        logger.debug("AutoProcessor could not load %s (%s); building it without a video processor", model_path, exc)
     if processor is None or not hasattr(processor, "image_processor"):
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         processor = image_only_processor(

@@ -23,7 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainer.errors import UserError, check_model_folder, offline_by_default, quiet_logs, run_command
+from trainer.errors import (
+    UserError,
+    check_model_folder,
+    offline_by_default,
+    quiet_logs,
+    run_command,
+    trl_defaults_without_deprecation_notices,
+)
 from trainer.options import DataArguments, HeldOutArguments, ServiceArguments
 
 offline_by_default()  # before transformers is imported: a missing model folder fails at once
@@ -55,7 +62,11 @@ def parse_arguments(argv: Sequence[str] | None) -> tuple[SFTArguments, Any, Any]
     from trl import ModelConfig, SFTConfig, TrlParser
 
     parser = TrlParser((SFTArguments, SFTConfig, ModelConfig), prog="od-sft", description=__doc__.split("\n\n")[0])
-    options, args, model_args = parser.parse_args_and_config(argv)
+    try:
+        with trl_defaults_without_deprecation_notices():
+            options, args, model_args = parser.parse_args_and_config(argv)
+    except ValueError as exc:  # TrainingArguments' own checks, e.g. bf16 (TRL's default) on a CPU-only machine
+        raise UserError(f"invalid arguments: {exc}") from None
     if not model_args.model_name_or_path:
         raise UserError("--model_name_or_path (a local model directory) is required")
     check_model_folder(model_args.model_name_or_path)

@@ -38,6 +38,7 @@ from trainer.errors import (
     offline_by_default,
     quiet_logs,
     run_command,
+    trl_defaults_without_deprecation_notices,
 )
 from trainer.options import DataArguments, HeldOutArguments, ServiceArguments
 
@@ -301,7 +302,11 @@ def parse_arguments(argv: Sequence[str] | None) -> tuple[ODArguments, Any, Any]:
     from trl import GRPOConfig, ModelConfig, TrlParser
 
     parser = TrlParser((ODArguments, GRPOConfig, ModelConfig), prog="od-train", description=__doc__.split("\n\n")[0])
-    od, args, model_args = parser.parse_args_and_config(argv)
+    try:
+        with trl_defaults_without_deprecation_notices():
+            od, args, model_args = parser.parse_args_and_config(argv)
+    except ValueError as exc:  # TrainingArguments' own checks, e.g. bf16 (TRL's default) on a CPU-only machine
+        raise UserError(f"invalid arguments: {exc}") from None
     if not model_args.model_name_or_path:
         raise UserError("--model_name_or_path (a local model directory) is required")
     check_model_folder(model_args.model_name_or_path)

@@ -50,7 +50,9 @@ def assert_same_weights(a: Path, b: Path) -> None:
 def assert_same_tail(a: dict, b: dict, keys: tuple[str, ...]) -> None:
     tail_a = [{k: e[k] for k in ("step", *keys) if k in e} for e in a["log_history"][-2:]]
     tail_b = [{k: e[k] for k in ("step", *keys) if k in e} for e in b["log_history"][-2:]]
-    assert tail_a == pytest.approx(tail_b)
+    assert len(tail_a) == len(tail_b) == 2
+    for entry_a, entry_b in zip(tail_a, tail_b):
+        assert entry_a == pytest.approx(entry_b)
 
 
 def test_a_stopped_grpo_run_resumes_to_the_result_of_an_uninterrupted_one(
@@ -93,7 +95,7 @@ def test_a_stopped_grpo_run_resumes_to_the_result_of_an_uninterrupted_one(
     assert record["coordinates"] == "pixels"
     assert (full / "checkpoint-2" / train.REWARD_SERVICE_FILE).is_file()
     # Quiet: no INFO line per reward request.
-    assert not [r for r in caplog.records if r.name.startswith("httpx") and r.levelno < logging.WARNING]
+    assert not [r for r in caplog.records if "/v1/score" in r.getMessage()]
 
     # TensorBoard through TRL's report_to.
     events = list(full.rglob("events.out.tfevents.*"))
