@@ -31,8 +31,13 @@ logger = logging.getLogger(__name__)
 HELDOUT_FILE = "heldout.jsonl"
 HELDOUT_COMPLETIONS_FILE = "heldout_completions.jsonl"
 # heldout/<name> logged from /v1/evaluate's answer: (log name, answer key)
-HELDOUT_METRICS = (("map", "ap"), ("ap50", "ap50"), ("precision", "precision"), ("recall", "recall"),
-                   ("nms_ap", "nms_ap"))
+HELDOUT_METRICS = (
+    ("map", "ap"),
+    ("ap50", "ap50"),
+    ("precision", "precision"),
+    ("recall", "recall"),
+    ("nms_ap", "nms_ap"),
+)
 
 
 class TrainingStopped(RuntimeError):
@@ -118,14 +123,24 @@ class HeldOutEvaluation(TrainerCallback):
         self.seconds += seconds
         self.last_step = state.global_step
         metrics = heldout_metrics(answer)
-        record = {"step": state.global_step, "elapsed": started - self.started, "seconds": seconds, **metrics,
-                  "evaluate": answer}
+        record = {
+            "step": state.global_step,
+            "elapsed": started - self.started,
+            "seconds": seconds,
+            **metrics,
+            "evaluate": answer,
+        }
         self.output_dir.mkdir(parents=True, exist_ok=True)
         with open(self.output_dir / HELDOUT_FILE, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
         self.write_completions(completions)
-        logger.info("held-out at step %d (%d images, %.1f s): %s", state.global_step, len(self.examples), seconds,
-                    ", ".join(f"{k.split('/')[1]} {v:.4f}" for k, v in metrics.items()))
+        logger.info(
+            "held-out at step %d (%d images, %.1f s): %s",
+            state.global_step,
+            len(self.examples),
+            seconds,
+            ", ".join(f"{k.split('/')[1]} {v:.4f}" for k, v in metrics.items()),
+        )
         self.pending.append(metrics)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -138,8 +153,9 @@ class HeldOutEvaluation(TrainerCallback):
     def generate(self, model) -> list[str]:
         from trainer.evaluate import generate_completions
 
-        return generate_completions(model, self.processor, self.examples, self.template, self.batch_size,
-                                    self.max_new_tokens, progress=False)
+        return generate_completions(
+            model, self.processor, self.examples, self.template, self.batch_size, self.max_new_tokens, progress=False
+        )
 
     def score(self, completions: Sequence[str]) -> dict[str, Any]:
         from shared.evaluate import evaluate_images

@@ -64,8 +64,10 @@ def coordinate_convention(model_path: str | os.PathLike) -> str:
     config = Path(model_path) / "config.json"
     model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type") if config.is_file() else None
     if model_type not in COORDINATES_BY_MODEL_TYPE:
-        raise ValueError(f"{model_path}: model type {model_type!r} has no known box convention; supported: "
-                         f"{', '.join(COORDINATES_BY_MODEL_TYPE)}")
+        raise ValueError(
+            f"{model_path}: model type {model_type!r} has no known box convention; supported: "
+            f"{', '.join(COORDINATES_BY_MODEL_TYPE)}"
+        )
     return COORDINATES_BY_MODEL_TYPE[model_type]
 
 
@@ -88,7 +90,10 @@ def read_solution(text: str) -> list[dict]:
     blocks, an inverted or non-finite box, a missing label, ...
     """
     truth = parse_solution(text)
-    return [{"bbox_2d": [float(v) for v in box], "label": label} for label, box in zip(truth.labels, truth.raw_boxes)]
+    return [
+        {"bbox_2d": [float(v) for v in box], "label": label}
+        for label, box in zip(truth.labels, truth.raw_boxes, strict=True)
+    ]
 
 
 def check_as_sent(items: list[dict]) -> None:
@@ -136,7 +141,12 @@ def scale_boxes(items: Sequence[Mapping[str, Any]], original: tuple[int, int], r
     sy = resized[1] / original[1]
     return [
         {
-            "bbox_2d": [item["bbox_2d"][0] * sx, item["bbox_2d"][1] * sy, item["bbox_2d"][2] * sx, item["bbox_2d"][3] * sy],
+            "bbox_2d": [
+                item["bbox_2d"][0] * sx,
+                item["bbox_2d"][1] * sy,
+                item["bbox_2d"][2] * sx,
+                item["bbox_2d"][3] * sy,
+            ],
             "label": item["label"],
         }
         for item in items
@@ -196,13 +206,16 @@ def read_vlm_r1(
     if len(folders) != len(files):
         raise DataError(f"{len(files)} data files but {len(folders)} image folders: give one folder per file, or one")
     missing = [f"data file {path} does not exist" for path in files if not Path(path).is_file()]
-    missing += [f"image folder {folder} does not exist" for folder in dict.fromkeys(folders)
-                if folder and not Path(folder).is_dir()]
+    missing += [
+        f"image folder {folder} does not exist"
+        for folder in dict.fromkeys(folders)
+        if folder and not Path(folder).is_dir()
+    ]
     if missing:
         raise DataError("; ".join(missing) + " (check --data_files and --image_folders)")
     examples: list[Example] = []
     problems: list[str] = []
-    for path, folder in zip(files, folders):
+    for path, folder in zip(files, folders, strict=True):
         with open(path, encoding="utf-8") as handle:
             for number, line in enumerate(handle, 1):
                 if not line.strip():
@@ -223,8 +236,10 @@ def read_vlm_r1(
     if problems:
         shown = problems[:MAX_REPORTED_BAD_LINES]
         more = len(problems) - len(shown)
-        raise DataError(f"{len(problems)} unusable data line(s); fix or remove them:\n"
-                        + "\n".join(shown + ([f"... and {more} more bad lines"] if more else [])))
+        raise DataError(
+            f"{len(problems)} unusable data line(s); fix or remove them:\n"
+            + "\n".join(shown + ([f"... and {more} more bad lines"] if more else []))
+        )
     if not examples:
         raise DataError(f"no training lines in {', '.join(files)}")
     return examples
@@ -269,8 +284,10 @@ def _example(record: dict, folder: str, image_processor: Any, source: str, coord
     try:
         check_as_sent(scaled)
     except ValueError as exc:
-        raise DataError(f"{source}: ground truth the reward service would refuse once scaled to the "
-                        f"{frame[0]}x{frame[1]} frame of the model's answers ({exc})") from exc
+        raise DataError(
+            f"{source}: ground truth the reward service would refuse once scaled to the "
+            f"{frame[0]}x{frame[1]} frame of the model's answers ({exc})"
+        ) from exc
     return Example(paths, question, answer, scaled, original, resized, accu, source)
 
 

@@ -12,12 +12,11 @@ retrying against the model hub for minutes.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 EXIT_OK = 0
@@ -63,8 +62,10 @@ def check_model_folder(path: str | os.PathLike, what: str = "model folder") -> N
     folder = Path(path)
     if folder.is_dir():
         if not (folder / "config.json").is_file():
-            raise UserError(f"{what} {folder} has no config.json: give the folder a model was saved to "
-                            "(save_pretrained, trainer.sft/train's --output_dir, or trainer.tiny_model)")
+            raise UserError(
+                f"{what} {folder} has no config.json: give the folder a model was saved to "
+                "(save_pretrained, trainer.sft/train's --output_dir, or trainer.tiny_model)"
+            )
         return
     if hub_allowed():
         return  # a hub name, and the user allowed downloads
@@ -76,20 +77,15 @@ def check_model_folder(path: str | os.PathLike, what: str = "model folder") -> N
 
 
 def quiet_logs() -> None:
-    """One line per event: no INFO line per HTTP request (httpx) in the progress bar."""
+    """One line per event: no INFO line per HTTP request (httpx) in the progress bar, and none of
+    the deprecation notices transformers 5 raises for TRL's and Trainer's own use of the
+    ``gradient_checkpointing`` names (TRL's configs default ``gradient_checkpointing=True``; Trainer
+    calls ``gradient_checkpointing_enable``): every run printed four, about nothing the user set."""
     for name in ("httpx", "httpcore", "urllib3"):
         logging.getLogger(name).setLevel(logging.WARNING)
-
-
-@contextlib.contextmanager
-def trl_defaults_without_deprecation_notices() -> Iterator[None]:
-    """TRL's configs default ``gradient_checkpointing=True``, an alias transformers 5 deprecates in
-    favour of ``activation_checkpointing``: every run would warn about a setting the user never made.
-    Only that notice is silenced, while the arguments are parsed."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"`gradient_checkpointing(_kwargs)?` is deprecated",
-                                category=FutureWarning)
-        yield
+    warnings.filterwarnings(
+        "ignore", message=r"`(is_)?gradient_checkpointing\w*` is deprecated", category=FutureWarning
+    )
 
 
 def run_command(body: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None) -> int:

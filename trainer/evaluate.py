@@ -27,6 +27,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from shared.client import RewardClient, RewardRequestError, RewardServiceError
+from shared.evaluate import evaluate_images, format_table
+from trainer import data, prompts
+from trainer import model as model_utils
+from trainer.coco_datasets import write_jsonl
 from trainer.errors import (
     EXIT_REWARD_SERVICE,
     EXIT_SERVICE_AT_START,
@@ -37,12 +42,7 @@ from trainer.errors import (
     run_command,
 )
 
-offline_by_default()  # before transformers is imported: a missing model folder fails at once
-
-from shared.client import RewardClient, RewardRequestError, RewardServiceError  # noqa: E402
-from shared.evaluate import evaluate_images, format_table  # noqa: E402
-from trainer import data, model as model_utils, prompts  # noqa: E402
-from trainer.coco_datasets import write_jsonl  # noqa: E402
+offline_by_default()  # before transformers is imported (none of the imports above import it)
 
 
 def asked_categories(data_file: str, limit: int | None) -> list[str] | None:
@@ -92,8 +92,15 @@ def load_images(paths: Sequence[str]) -> list:
     return images
 
 
-def generate_completions(model, processor, examples: Sequence[data.Example], template: str, batch_size: int,
-                         max_new_tokens: int, progress: bool = True) -> list[str]:
+def generate_completions(
+    model,
+    processor,
+    examples: Sequence[data.Example],
+    template: str,
+    batch_size: int,
+    max_new_tokens: int,
+    progress: bool = True,
+) -> list[str]:
     """Greedy answers to ``examples``, in batches (the model is put in eval mode for the call)."""
     was_training = model.training
     model.eval()
@@ -103,8 +110,9 @@ def generate_completions(model, processor, examples: Sequence[data.Example], tem
             questions = [prompts.apply_template(ex.question, template) for ex in chunk]
             images = [load_images(ex.image_paths) for ex in chunk]
             # use_cache: a model in training may have it switched off (gradient checkpointing).
-            completions += model_utils.generate(model, processor, questions, images, max_new_tokens=max_new_tokens,
-                                                do_sample=False, use_cache=True)
+            completions += model_utils.generate(
+                model, processor, questions, images, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True
+            )
             if progress:
                 print(f"generated {len(completions)}/{len(examples)}", file=sys.stderr, flush=True)
     finally:
@@ -138,31 +146,88 @@ def completion_records(
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="od-evaluate", description=__doc__.split("\n\n")[0])
     add = parser.add_argument
-    add("--model_name_or_path", "--model", dest="model", required=True,
-        help="model folder (Qwen2.5-VL, Qwen3-VL, a trainer.sft/train output or trainer.tiny_model)")
-    add("--data_files", "--data", dest="data", required=True, help="evaluation set, VLM-R1 JSONL (trainer.coco_datasets)")
+    add(
+        "--model_name_or_path",
+        "--model",
+        dest="model",
+        required=True,
+        help="model folder (Qwen2.5-VL, Qwen3-VL, a trainer.sft/train output or trainer.tiny_model)",
+    )
+    add(
+        "--data_files",
+        "--data",
+        dest="data",
+        required=True,
+        help="evaluation set, VLM-R1 JSONL (trainer.coco_datasets)",
+    )
     add("--image_folders", "--images", dest="images", default="", help="folder the JSONL's image paths are relative to")
-    add("--reward_urls", "--url", dest="urls", action="append", default=None,
+    add(
+        "--reward_urls",
+        "--url",
+        dest="urls",
+        action="append",
+        default=None,
         help="reward service base URLs, separated by ',' or repeated (failover; default $REWARD_API_URL or "
-             "http://127.0.0.1:8000)")
-    add("--reward_token", "--token", dest="token", default=None,
-        help="bearer token of the reward service (default: env REWARD_API_TOKEN)")
-    add("--output_dir", "--out-dir", dest="output_dir", required=True,
-        help="completions.jsonl, metrics.json and per_category.png go here")
+        "http://127.0.0.1:8000)",
+    )
+    add(
+        "--reward_token",
+        "--token",
+        dest="token",
+        default=None,
+        help="bearer token of the reward service (default: env REWARD_API_TOKEN)",
+    )
+    add(
+        "--output_dir",
+        "--out-dir",
+        dest="output_dir",
+        required=True,
+        help="completions.jsonl, metrics.json and per_category.png go here",
+    )
     add("--name", default=None, help="row name in the table (default: the model folder's name)")
     add("--batch_size", "--batch-size", dest="batch_size", type=int, default=8, help="generation batch size")
-    add("--max_new_tokens", "--max-new-tokens", dest="max_new_tokens", type=int, default=1024,
-        help="longest answer, in tokens")
-    add("--max_samples", "--max-samples", dest="max_samples", type=int, default=None,
-        help="evaluate the first N lines only")
-    add("--question_template", "--template", dest="template", default="standard",
-        choices=sorted(prompts.QUESTION_TEMPLATES), help="question template of the research (as in training)")
+    add(
+        "--max_new_tokens",
+        "--max-new-tokens",
+        dest="max_new_tokens",
+        type=int,
+        default=1024,
+        help="longest answer, in tokens",
+    )
+    add(
+        "--max_samples",
+        "--max-samples",
+        dest="max_samples",
+        type=int,
+        default=None,
+        help="evaluate the first N lines only",
+    )
+    add(
+        "--question_template",
+        "--template",
+        dest="template",
+        default="standard",
+        choices=sorted(prompts.QUESTION_TEMPLATES),
+        help="question template of the research (as in training)",
+    )
     add("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
     add("--dtype", default=None, help="bfloat16, float16, float32 (default: bf16 on GPU, fp32 on CPU)")
-    add("--min_pixels", "--min-pixels", dest="min_pixels", type=int, default=None,
-        help="smallest image area after resizing (default: as saved with the model)")
-    add("--max_pixels", "--max-pixels", dest="max_pixels", type=int, default=None,
-        help="largest image area after resizing (default: as saved with the model)")
+    add(
+        "--min_pixels",
+        "--min-pixels",
+        dest="min_pixels",
+        type=int,
+        default=None,
+        help="smallest image area after resizing (default: as saved with the model)",
+    )
+    add(
+        "--max_pixels",
+        "--max-pixels",
+        dest="max_pixels",
+        type=int,
+        default=None,
+        help="largest image area after resizing (default: as saved with the model)",
+    )
     add("--reward_timeout", type=float, default=600.0, help="seconds for the one /v1/evaluate call")
     return parser.parse_args(argv)
 
@@ -179,12 +244,18 @@ def check_service(client: RewardClient, urls: Sequence[str]) -> None:
         client.rewards_catalogue()
     except RewardRequestError as exc:
         if exc.status in (401, 403):
-            raise UserError(f"the reward service at {', '.join(urls)} refused the token (HTTP {exc.status}): give "
-                            "the service's token with --reward_token or REWARD_API_TOKEN", EXIT_SERVICE_AT_START) from None
+            raise UserError(
+                f"the reward service at {', '.join(urls)} refused the token (HTTP {exc.status}): give "
+                "the service's token with --reward_token or REWARD_API_TOKEN",
+                EXIT_SERVICE_AT_START,
+            ) from None
         raise UserError(f"the reward service refused GET /v1/rewards: {exc}", EXIT_SERVICE_AT_START) from None
     except RewardServiceError as exc:
-        raise UserError(f"the reward service at {', '.join(urls)} is not reachable ({exc}): start it (`python -m "
-                        "services.reward_api`) or fix --reward_urls", EXIT_SERVICE_AT_START) from None
+        raise UserError(
+            f"the reward service at {', '.join(urls)} is not reachable ({exc}): start it (`python -m "
+            "services.reward_api`) or fix --reward_urls",
+            EXIT_SERVICE_AT_START,
+        ) from None
 
 
 def plot_per_category(metrics: dict, name: str, path: Path) -> Path | None:
@@ -242,8 +313,9 @@ def _main(argv: Sequence[str] | None) -> int:
         started = time.perf_counter()
         model = model_utils.load_model(args.model, dtype).to(device).eval()
         loaded = time.perf_counter()
-        completions = generate_completions(model, processor, examples, args.template, args.batch_size,
-                                           args.max_new_tokens)
+        completions = generate_completions(
+            model, processor, examples, args.template, args.batch_size, args.max_new_tokens
+        )
         generated = time.perf_counter()
         records = completion_records(examples, completions, args.template, categories)
         saved = out_dir / "completions.jsonl"
@@ -256,7 +328,8 @@ def _main(argv: Sequence[str] | None) -> int:
             raise UserError(
                 f"scoring failed ({exc}). The {len(records)} completions are saved in {saved}: once the service "
                 f"answers, score them without generating again: python -m shared.evaluate {saved} --url URL",
-                EXIT_REWARD_SERVICE) from None
+                EXIT_REWARD_SERVICE,
+            ) from None
     scored = time.perf_counter()
 
     name = args.name or Path(args.model).name
@@ -272,13 +345,24 @@ def _main(argv: Sequence[str] | None) -> int:
         "images_per_second": len(examples) / max(generated - loaded, 1e-9),
         "score_seconds": scored - generated,
     }
-    result = {"name": name, "model": args.model, "data": args.data, "template": args.template,
-              "coordinates": coordinates, "metrics": metrics, "timing": timing, "table": table}
+    result = {
+        "name": name,
+        "model": args.model,
+        "data": args.data,
+        "template": args.template,
+        "coordinates": coordinates,
+        "metrics": metrics,
+        "timing": timing,
+        "table": table,
+    }
     with open(out_dir / "metrics.json", "w", encoding="utf-8") as handle:
         json.dump(result, handle, indent=2)
     picture = plot_per_category(metrics, name, out_dir / "per_category.png")
-    print(f"completions: {saved}; metrics: {out_dir / 'metrics.json'}"
-          + (f"; per-category picture: {picture}" if picture else ""), file=sys.stderr)
+    print(
+        f"completions: {saved}; metrics: {out_dir / 'metrics.json'}"
+        + (f"; per-category picture: {picture}" if picture else ""),
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -25,15 +25,19 @@ LANGUAGE_LORA_TARGETS = r"^(?!.*visual).*\.(q_proj|k_proj|v_proj|o_proj|gate_pro
 
 # The processor class each family's checkpoint names (processor_config.json), so that
 # ``AutoProcessor.from_pretrained`` builds the standard processor where torchvision exists.
-STANDARD_PROCESSORS = {"qwen2_5_vl": "Qwen2_5_VLProcessor", "qwen2_vl": "Qwen2VLProcessor",
-                       "qwen3_vl": "Qwen3VLProcessor", "qwen3_vl_moe": "Qwen3VLProcessor"}
+STANDARD_PROCESSORS = {
+    "qwen2_5_vl": "Qwen2_5_VLProcessor",
+    "qwen2_vl": "Qwen2VLProcessor",
+    "qwen3_vl": "Qwen3VLProcessor",
+    "qwen3_vl_moe": "Qwen3VLProcessor",
+}
 
 
 def _image_only_processor_class(model_type: str = "qwen2_5_vl"):
     import transformers
     from transformers.processing_utils import ProcessorMixin
 
-    base = getattr(transformers, STANDARD_PROCESSORS.get(model_type, "Qwen2_5_VLProcessor"))
+    base: Any = getattr(transformers, STANDARD_PROCESSORS.get(model_type, "Qwen2_5_VLProcessor"))
 
     class ImageOnlyProcessor(base):
         """The family's processor without the video processor (which needs torchvision). Images and
@@ -41,8 +45,12 @@ def _image_only_processor_class(model_type: str = "qwen2_5_vl"):
 
         def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
             for kind in ("image", "video", "vision_start", "vision_end"):
-                default = {"image": "<|image_pad|>", "video": "<|video_pad|>", "vision_start": "<|vision_start|>",
-                           "vision_end": "<|vision_end|>"}[kind]
+                default = {
+                    "image": "<|image_pad|>",
+                    "video": "<|video_pad|>",
+                    "vision_start": "<|vision_start|>",
+                    "vision_end": "<|vision_end|>",
+                }[kind]
                 token = getattr(tokenizer, f"{kind}_token", None) or default
                 setattr(self, f"{kind}_token", token)
                 setattr(self, f"{kind}_token_id", tokenizer.convert_tokens_to_ids(token))
@@ -52,10 +60,12 @@ def _image_only_processor_class(model_type: str = "qwen2_5_vl"):
     return ImageOnlyProcessor
 
 
-def image_only_processor(image_processor: Any, tokenizer: Any, chat_template: str | None,
-                         model_type: str = "qwen2_5_vl"):
-    return _image_only_processor_class(model_type)(image_processor=image_processor, tokenizer=tokenizer,
-                                                   chat_template=chat_template)
+def image_only_processor(
+    image_processor: Any, tokenizer: Any, chat_template: str | None, model_type: str = "qwen2_5_vl"
+):
+    return _image_only_processor_class(model_type)(
+        image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template
+    )
 
 
 def model_type(model_path: str | Path) -> str:
@@ -114,7 +124,9 @@ def load_processor(
     if processor is None or not hasattr(processor, "image_processor"):
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         processor = image_only_processor(
-            AutoImageProcessor.from_pretrained(model_path), tokenizer, _chat_template(Path(model_path), tokenizer),
+            AutoImageProcessor.from_pretrained(model_path),
+            tokenizer,
+            _chat_template(Path(model_path), tokenizer),
             model_type(model_path),
         )
     if min_pixels is not None or max_pixels is not None:
@@ -169,7 +181,9 @@ def freeze_vision(model: Any) -> int:
 
 def chat_messages(question: str, n_images: int = 1) -> list[dict]:
     """One user turn: the images, then the question (the layout TRL gives training prompts)."""
-    return [{"role": "user", "content": [*({"type": "image"} for _ in range(n_images)), {"type": "text", "text": question}]}]
+    return [
+        {"role": "user", "content": [*({"type": "image"} for _ in range(n_images)), {"type": "text", "text": question}]}
+    ]
 
 
 def generate(

@@ -28,11 +28,14 @@ class DataArguments:
     max_samples: int | None = field(default=None, metadata={"help": "Read at most this many training lines."})
     min_pixels: int | None = field(
         default=None,
-        metadata={"help": "Smallest image area the processor resizes to (default: as saved with the model; the "
-                  "value used is saved with the checkpoint, so evaluation sees the same)."},
+        metadata={
+            "help": "Smallest image area the processor resizes to (default: as saved with the model; the "
+            "value used is saved with the checkpoint, so evaluation sees the same)."
+        },
     )
     max_pixels: int | None = field(
-        default=None, metadata={"help": "Largest image area the processor resizes to (default: as saved with the model)."}
+        default=None,
+        metadata={"help": "Largest image area the processor resizes to (default: as saved with the model)."},
     )
 
 
@@ -54,8 +57,12 @@ class ServiceArguments:
 
     def client_settings(self) -> dict:
         """The reward client's retry budget, as the client takes it (and as the run records it)."""
-        return {"timeout": self.reward_timeout, "max_retries": self.reward_max_retries,
-                "backoff_base": self.reward_backoff_base, "backoff_max": self.reward_backoff_max}
+        return {
+            "timeout": self.reward_timeout,
+            "max_retries": self.reward_max_retries,
+            "backoff_base": self.reward_backoff_base,
+            "backoff_max": self.reward_backoff_max,
+        }
 
     def token(self) -> str | None:
         # The environment serves containers: compose cannot add a flag only when a secret is set.
@@ -71,8 +78,10 @@ class HeldOutArguments:
 
     heldout_data: str = field(
         default="",
-        metadata={"help": "VLM-R1 JSONL held-out set: greedy answers scored through the service's /v1/evaluate at the "
-                  "start, every --heldout_every_steps steps and at the end (heldout/* metrics, heldout.jsonl)."},
+        metadata={
+            "help": "VLM-R1 JSONL held-out set: greedy answers scored through the service's /v1/evaluate at the "
+            "start, every --heldout_every_steps steps and at the end (heldout/* metrics, heldout.jsonl)."
+        },
     )
     heldout_images: str = field(default="", metadata={"help": "Image folder of the held-out set."})
     heldout_every_steps: int = field(default=0, metadata={"help": "Evaluate every N steps (0: start and end only)."})
@@ -84,8 +93,14 @@ class HeldOutArguments:
     )
 
 
-def heldout_callback(options: HeldOutArguments, processor: Any, client: Any, output_dir: str | Path, template: str,
-                     coordinates: str = "pixels"):
+def heldout_callback(
+    options: HeldOutArguments,
+    processor: Any,
+    client: Any,
+    output_dir: str | Path,
+    template: str,
+    coordinates: str = "pixels",
+):
     """The `HeldOutEvaluation` the options ask for, or None without ``--heldout_data``; ground truth
     in the model's ``coordinates`` (`trainer.data.coordinate_convention`)."""
     if not options.heldout_data:
@@ -94,10 +109,21 @@ def heldout_callback(options: HeldOutArguments, processor: Any, client: Any, out
     from trainer.callbacks import HeldOutEvaluation
     from trainer.evaluate import asked_categories
 
-    examples = data.read_vlm_r1(options.heldout_data, options.heldout_images, processor.image_processor,
-                                options.heldout_max_samples, coordinates)
+    examples = data.read_vlm_r1(
+        options.heldout_data,
+        options.heldout_images,
+        processor.image_processor,
+        options.heldout_max_samples,
+        coordinates,
+    )
     return HeldOutEvaluation(
-        examples, processor, client, output_dir, options.heldout_every_steps, template,
+        examples,
+        processor,
+        client,
+        output_dir,
+        options.heldout_every_steps,
+        template,
         asked_categories(options.heldout_data, options.heldout_max_samples),
-        options.heldout_batch_size, options.heldout_max_new_tokens,
+        options.heldout_batch_size,
+        options.heldout_max_new_tokens,
     )

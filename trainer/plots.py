@@ -26,14 +26,24 @@ PANELS: tuple[tuple[str, list[tuple[str, str]]], ...] = (
     ("total reward", [("mean", "reward"), ("std", "reward_std")]),
     ("loss", [("loss", "loss")]),
     ("KL to the reference", [("kl", "kl")]),
-    ("completion length (tokens)", [("mean", "completions/mean_length"), ("min", "completions/min_length"),
-                                    ("max", "completions/max_length")]),
+    (
+        "completion length (tokens)",
+        [("mean", "completions/mean_length"), ("min", "completions/min_length"), ("max", "completions/max_length")],
+    ),
     ("boxes per completion", [("mean", "completions/boxes_per_completion")]),
     ("reward wait (s per batch)", [("wait", "timing/reward_wait_seconds")]),
     ("gradient norm", [("grad_norm", "grad_norm")]),
     ("learning rate", [("lr", "learning_rate")]),
-    ("held-out detection (%)", [("mAP", "heldout/map"), ("AP50", "heldout/ap50"), ("NMS-AP", "heldout/nms_ap"),
-                                ("precision", "heldout/precision"), ("recall", "heldout/recall")]),
+    (
+        "held-out detection (%)",
+        [
+            ("mAP", "heldout/map"),
+            ("AP50", "heldout/ap50"),
+            ("NMS-AP", "heldout/nms_ap"),
+            ("precision", "heldout/precision"),
+            ("recall", "heldout/recall"),
+        ],
+    ),
     ("held-out predicted / true boxes", [("ratio", "heldout/box_ratio")]),
 )
 PERCENT_KEYS = ("heldout/map", "heldout/ap50", "heldout/nms_ap", "heldout/precision", "heldout/recall")
@@ -50,8 +60,10 @@ def read_history(run: Path) -> list[dict]:
     if summary.is_file():
         history = list(json.loads(summary.read_text(encoding="utf-8")).get("log_history") or [])
     else:
-        states = [run / "trainer_state.json", *sorted(run.glob("checkpoint-*/trainer_state.json"),
-                                                      key=lambda p: int(p.parent.name.split("-")[-1]))[-1:]]
+        states = [
+            run / "trainer_state.json",
+            *sorted(run.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[-1]))[-1:],
+        ]
         for state in states:
             if state.is_file():
                 history = list(json.loads(state.read_text(encoding="utf-8")).get("log_history") or [])
@@ -66,8 +78,11 @@ def read_history(run: Path) -> list[dict]:
 
 
 def series(history: Sequence[dict], key: str) -> tuple[list[float], list[float]]:
-    points = [(entry["step"], entry[key]) for entry in history
-              if isinstance(entry.get(key), (int, float)) and math.isfinite(entry[key])]
+    points = [
+        (entry["step"], entry[key])
+        for entry in history
+        if isinstance(entry.get(key), (int, float)) and math.isfinite(entry[key])
+    ]
     scale = 100.0 if key in PERCENT_KEYS else 1.0
     return [p[0] for p in points], [p[1] * scale for p in points]
 
@@ -78,8 +93,14 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     if not run.is_dir():
         raise NothingToPlot(f"run folder {run} does not exist")
     history = read_history(run)
-    rewards = sorted({key[len("rewards/") : -len("/mean")] for entry in history for key in entry
-                      if key.startswith("rewards/") and key.endswith("/mean")})
+    rewards = sorted(
+        {
+            key[len("rewards/") : -len("/mean")]
+            for entry in history
+            for key in entry
+            if key.startswith("rewards/") and key.endswith("/mean")
+        }
+    )
     panels: list[tuple[str, list[tuple[str, str]], str | None]] = [
         (f"reward {name} (mean ± std)", [("mean", f"rewards/{name}/mean")], f"rewards/{name}/std") for name in rewards
     ]
@@ -98,7 +119,7 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     columns = min(3, len(drawn))
     rows = math.ceil(len(drawn) / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.4 * rows), squeeze=False)
-    for axis, (title, keys, band) in zip(axes.flat, drawn):
+    for axis, (title, keys, band) in zip(axes.flat, drawn, strict=False):
         for label, key in keys:
             steps, values = series(history, key)
             if steps:
@@ -107,14 +128,19 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
             steps, means = series(history, keys[0][1])
             std_steps, stds = series(history, band)
             if steps and std_steps == steps:
-                axis.fill_between(steps, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
-                                  alpha=0.25, label="± std")
+                axis.fill_between(
+                    steps,
+                    [m - s for m, s in zip(means, stds, strict=True)],
+                    [m + s for m, s in zip(means, stds, strict=True)],
+                    alpha=0.25,
+                    label="± std",
+                )
         axis.set_title(title, fontsize=10)
         axis.set_xlabel("step")
         axis.grid(alpha=0.3)
         if len(axis.get_lines()) > 1 or band:
             axis.legend(fontsize=7)
-    for axis in list(axes.flat)[len(drawn):]:
+    for axis in list(axes.flat)[len(drawn) :]:
         axis.set_visible(False)
     figure.suptitle(run.name)
     figure.tight_layout()

@@ -29,7 +29,6 @@ from trainer.errors import (
     offline_by_default,
     quiet_logs,
     run_command,
-    trl_defaults_without_deprecation_notices,
 )
 from trainer.options import DataArguments, HeldOutArguments, ServiceArguments
 
@@ -43,7 +42,8 @@ class SFTArguments(DataArguments, ServiceArguments, HeldOutArguments):
     """This project's SFT arguments (the rest are TRL's SFTConfig and ModelConfig)."""
 
     thinking: str = field(
-        default="", metadata={"help": "The <think> text of every target answer (default: trainer.prompts.SFT_THINKING)."}
+        default="",
+        metadata={"help": "The <think> text of every target answer (default: trainer.prompts.SFT_THINKING)."},
     )
 
 
@@ -62,9 +62,9 @@ def parse_arguments(argv: Sequence[str] | None) -> tuple[SFTArguments, Any, Any]
     from trl import ModelConfig, SFTConfig, TrlParser
 
     parser = TrlParser((SFTArguments, SFTConfig, ModelConfig), prog="od-sft", description=__doc__.split("\n\n")[0])
+    quiet_logs()
     try:
-        with trl_defaults_without_deprecation_notices():
-            options, args, model_args = parser.parse_args_and_config(argv)
+        options, args, model_args = parser.parse_args_and_config(argv)
     except ValueError as exc:  # TrainingArguments' own checks, e.g. bf16 (TRL's default) on a CPU-only machine
         raise UserError(f"invalid arguments: {exc}") from None
     if not model_args.model_name_or_path:
@@ -118,11 +118,11 @@ def _main(argv: Sequence[str] | None) -> int:
     callbacks = [summary, NonFiniteGuard(), TimeLimit(options.max_seconds)]
     heldout = None
     if options.heldout_data:
-        heldout = heldout_callback(options, processor, _evaluation_client(options), args.output_dir,
-                                   options.question_template, coordinates)
+        heldout = heldout_callback(
+            options, processor, _evaluation_client(options), args.output_dir, options.question_template, coordinates
+        )
         callbacks.insert(0, heldout)  # before the summary: its last round is in train_summary.json
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
-                         callbacks=callbacks)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor, callbacks=callbacks)
     if heldout is not None:
         heldout.trainer = trainer
     load_weights_here(trainer, resume)

@@ -52,9 +52,13 @@ class Telemetry:
             buckets=REQUEST_BUCKETS,
             registry=self.registry,
         )
-        self.retries = Counter("trainer_reward_retries_total", "Retries made by the reward client", registry=self.registry)
+        self.retries = Counter(
+            "trainer_reward_retries_total", "Retries made by the reward client", registry=self.registry
+        )
         self.wait_seconds = Counter(
-            "trainer_reward_wait_seconds_total", "Time the training loop spent blocked on rewards", registry=self.registry
+            "trainer_reward_wait_seconds_total",
+            "Time the training loop spent blocked on rewards",
+            registry=self.registry,
         )
         for name in reward_names:
             self.reward_mean.labels(reward=name)

@@ -1,4 +1,4 @@
-"""A small, randomly initialised Qwen2.5-VL, built offline: ``python -m trainer.tiny_model OUT_DIR [--preset P]``.
+"""A small, randomly initialised Qwen2.5-VL or Qwen3-VL, built offline: ``python -m trainer.tiny_model OUT_DIR``.
 
 The real architecture (vision tower, merger, M-RoPE language model), the real image processor, a
 byte-level BPE tokenizer trained here on the research's prompts with Qwen's special tokens and a
@@ -9,8 +9,11 @@ Qwen2-VL chat template. Two presets (`PRESETS`):
 * ``small``: tens of millions of parameters, a tokenizer that splits every digit into its own token
   (so coordinates are spelt digit by digit, as Qwen's own tokenizer does), and images of up to
   36 merged patches (168 x 168 pixels), large enough to see the shapes of ``trainer.synthetic
-  --preset small`` (sides of 20 to 55 pixels). Trained from scratch with ``trainer.sft``, it is the miniature of the research
-  that ``bench/efficacy.sh`` trains and measures on one GPU.
+  --preset small`` (sides of 20 to 55 pixels). Trained from scratch with ``trainer.sft``, it is the
+  miniature of the research that ``bench/efficacy.sh`` trains and measures on one GPU.
+
+``--family qwen3_vl`` builds either preset as a Qwen3-VL instead (deepstack vision features,
+interleaved M-RoPE, 16-pixel patches; boxes in 0-1000, see trainer.data).
 
 ``AutoModelForImageTextToText.from_pretrained(OUT_DIR)`` and ``AutoTokenizer``/``AutoImageProcessor``
 load it; ``trainer.model.load_processor(OUT_DIR)`` gives the processor (without a video processor
@@ -25,6 +28,7 @@ import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from trainer import prompts
 
@@ -117,7 +121,8 @@ def build_tokenizer(vocab_size: int = 512, split_digits: bool = False):
     # coordinate its own class, which a small model cannot learn.
     backend.pre_tokenizer = (
         pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
-        if split_digits else byte_level
+        if split_digits
+        else byte_level
     )
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
@@ -296,6 +301,7 @@ def build(
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     tokenizer = build_tokenizer(sizes.vocab_size, sizes.split_digits)
+    model: Any
     if family == "qwen3_vl":
         config = build_qwen3_vl_config(tokenizer, sizes)
         model = Qwen3VLForConditionalGeneration(config)
@@ -313,13 +319,15 @@ def build(
     )
     model.save_pretrained(out)
     cell = (PATCH_SIZE[family] * 2 / 28) ** 2  # the presets' bounds are in 28-pixel cells
-    image_processor = Qwen2VLImageProcessorPil(
-        min_pixels=round((sizes.min_pixels if min_pixels is None else min_pixels) * (cell if min_pixels is None else 1)),
-        max_pixels=round((sizes.max_pixels if max_pixels is None else max_pixels) * (cell if max_pixels is None else 1)),
-        patch_size=PATCH_SIZE[family],
-        merge_size=2,
-        **({"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]} if family == "qwen3_vl" else {}),
-    )
+    settings: dict[str, Any] = {
+        "min_pixels": min_pixels if min_pixels is not None else round(sizes.min_pixels * cell),
+        "max_pixels": max_pixels if max_pixels is not None else round(sizes.max_pixels * cell),
+        "patch_size": PATCH_SIZE[family],
+        "merge_size": 2,
+    }
+    if family == "qwen3_vl":  # Qwen3-VL normalises pixels to [-1, 1]
+        settings.update(image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+    image_processor = Qwen2VLImageProcessorPil(**settings)
     processor = image_only_processor(image_processor, tokenizer, CHAT_TEMPLATE, family)
     # The standard processor class is named, so that where torchvision exists AutoProcessor builds
     # the full processor from these files; tokenizer_config.json carries the chat template too.
@@ -349,8 +357,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="od-tiny-model", description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir")
     parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model size (default: tiny)")
-    parser.add_argument("--family", default="qwen2_5_vl", choices=FAMILIES,
-                        help="architecture: qwen2_5_vl (boxes in resized pixels) or qwen3_vl (boxes in 0-1000)")
+    parser.add_argument(
+        "--family",
+        default="qwen2_5_vl",
+        choices=FAMILIES,
+        help="architecture: qwen2_5_vl (boxes in resized pixels) or qwen3_vl (boxes in 0-1000)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--min-pixels", type=int, default=None, help="default: the preset's")
     parser.add_argument("--max-pixels", type=int, default=None, help="default: the preset's")

@@ -28,17 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from trainer.errors import (
-    EXIT_DATA,
     EXIT_REWARD_SERVICE,
     EXIT_SERVICE_AT_START,
     EXIT_STOPPED,
-    EXIT_USAGE,
     UserError,
     check_model_folder,
     offline_by_default,
     quiet_logs,
     run_command,
-    trl_defaults_without_deprecation_notices,
 )
 from trainer.options import DataArguments, HeldOutArguments, ServiceArguments
 
@@ -115,7 +112,7 @@ def build_reward_functions(
     from shared.adapters.trl import PerRowReward, make_reward_functions
 
     rewards: list = []
-    for spec, ref in zip(specs, reward_refs(specs)):
+    for spec, ref in zip(specs, reward_refs(specs), strict=True):
         name, version = parse_reward(spec)
         if name != ACCURACY:
             rewards.append(ref)
@@ -183,8 +180,11 @@ class RunRecord:
         unscored = sum(1 for error in response.errors if error is not None)
         if unscored:
             self.data["unscored_samples"] += unscored
-            logger.warning("the reward service could not score %d samples: %s", unscored,
-                           "; ".join(sorted({e for e in response.errors if e}))[:500])
+            logger.warning(
+                "the reward service could not score %d samples: %s",
+                unscored,
+                "; ".join(sorted({e for e in response.errors if e}))[:500],
+            )
             changed = True
         if changed:
             self.write()
@@ -205,12 +205,18 @@ def describe_service(od: ServiceArguments) -> dict:
             return client.rewards_catalogue()
     except RewardRequestError as exc:
         if exc.status in (401, 403):
-            raise UserError(f"the reward service at {urls} refused the token (HTTP {exc.status}: {exc.detail}): give "
-                            "the service's token with --reward_token or REWARD_API_TOKEN", EXIT_SERVICE_AT_START) from None
+            raise UserError(
+                f"the reward service at {urls} refused the token (HTTP {exc.status}: {exc.detail}): give "
+                "the service's token with --reward_token or REWARD_API_TOKEN",
+                EXIT_SERVICE_AT_START,
+            ) from None
         raise UserError(f"the reward service at {urls} refused GET /v1/rewards: {exc}", EXIT_SERVICE_AT_START) from None
     except RewardServiceError as exc:
-        raise UserError(f"the reward service at {urls} is not reachable ({exc}): start it (`python -m "
-                        "services.reward_api`, or `make serve`) or fix --reward_urls", EXIT_SERVICE_AT_START) from None
+        raise UserError(
+            f"the reward service at {urls} is not reachable ({exc}): start it (`python -m "
+            "services.reward_api`, or `make serve`) or fix --reward_urls",
+            EXIT_SERVICE_AT_START,
+        ) from None
 
 
 def check_rewards(catalogue: dict, names: Sequence[str]) -> None:
@@ -222,8 +228,10 @@ def check_rewards(catalogue: dict, names: Sequence[str]) -> None:
             known.update(str(alias) for alias in entry.get("aliases", []) or [])
     missing = [n for n in names if known and n not in known]
     if missing:
-        raise UserError(f"the reward service does not serve {missing}; it serves {sorted(known)}: fix --rewards",
-                        EXIT_SERVICE_AT_START)
+        raise UserError(
+            f"the reward service does not serve {missing}; it serves {sorted(known)}: fix --rewards",
+            EXIT_SERVICE_AT_START,
+        )
 
 
 def resume_checkpoint(requested: str | None, output_dir: str | Path) -> Path | None:
@@ -236,13 +244,17 @@ def resume_checkpoint(requested: str | None, output_dir: str | Path) -> Path | N
 
         found = get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
         if found is None:
-            raise UserError(f"--resume_from_checkpoint {requested}: {output_dir} holds no checkpoint-N folder "
-                            "(was --save_steps reached? give the checkpoint's path)")
+            raise UserError(
+                f"--resume_from_checkpoint {requested}: {output_dir} holds no checkpoint-N folder "
+                "(was --save_steps reached? give the checkpoint's path)"
+            )
         return Path(found)
     path = Path(requested)
     if not (path / "trainer_state.json").is_file():
-        raise UserError(f"checkpoint {path} does not exist or is not a Trainer checkpoint (no trainer_state.json): "
-                        f"give a checkpoint-N folder of a run's --output_dir, or 'last'")
+        raise UserError(
+            f"checkpoint {path} does not exist or is not a Trainer checkpoint (no trainer_state.json): "
+            f"give a checkpoint-N folder of a run's --output_dir, or 'last'"
+        )
     return path
 
 
@@ -275,9 +287,12 @@ def check_resumed_versions(recorded: dict | None, catalogue: dict, specs: Sequen
             changed.append(f"{name}@{now} is no longer served")
     if changed:
         pins = " ".join(f"{n}@{v}" for n, v in (recorded.get("versions_used") or {}).items())
-        raise UserError("cannot resume: the reward service changed since the checkpoint: " + "; ".join(changed)
-                        + f". Resume with the versions pinned (--rewards {pins}), or start a new run",
-                        EXIT_SERVICE_AT_START)
+        raise UserError(
+            "cannot resume: the reward service changed since the checkpoint: "
+            + "; ".join(changed)
+            + f". Resume with the versions pinned (--rewards {pins}), or start a new run",
+            EXIT_SERVICE_AT_START,
+        )
 
 
 def tie_cosine_length(params: dict | None, specs: Sequence[str], max_completion_length: int | None) -> dict | None:
@@ -302,9 +317,9 @@ def parse_arguments(argv: Sequence[str] | None) -> tuple[ODArguments, Any, Any]:
     from trl import GRPOConfig, ModelConfig, TrlParser
 
     parser = TrlParser((ODArguments, GRPOConfig, ModelConfig), prog="od-train", description=__doc__.split("\n\n")[0])
+    quiet_logs()
     try:
-        with trl_defaults_without_deprecation_notices():
-            od, args, model_args = parser.parse_args_and_config(argv)
+        od, args, model_args = parser.parse_args_and_config(argv)
     except ValueError as exc:  # TrainingArguments' own checks, e.g. bf16 (TRL's default) on a CPU-only machine
         raise UserError(f"invalid arguments: {exc}") from None
     if not model_args.model_name_or_path:
@@ -318,7 +333,7 @@ def parse_arguments(argv: Sequence[str] | None) -> tuple[ODArguments, Any, Any]:
     try:
         od.params()
     except json.JSONDecodeError as exc:
-        raise UserError(f"--reward_params is not JSON ({exc}): e.g. '{{\"cosine\": {{\"max_length\": 256}}}}'") from None
+        raise UserError(f'--reward_params is not JSON ({exc}): e.g. \'{{"cosine": {{"max_length": 256}}}}\'') from None
     if model_args.attn_implementation is None:
         # sdpa (the default) gave NaN gradients at the first GRPO step in bf16 on CUDA, with
         # left-padded prompts; eager attention trained. Ask for sdpa or flash_attention_2 explicitly.
@@ -340,8 +355,9 @@ def load_training_data(od: DataArguments, processor: Any, coordinates: str) -> t
     model's ``coordinates`` (`trainer.data.coordinate_convention`)."""
     from trainer import data as data_module
 
-    examples = data_module.read_vlm_r1(od.data_files, od.image_folders, processor.image_processor, od.max_samples,
-                                       coordinates)
+    examples = data_module.read_vlm_r1(
+        od.data_files, od.image_folders, processor.image_processor, od.max_samples, coordinates
+    )
     logger.info("%d training samples from %s", len(examples), od.data_files)
     return examples, data_module.build_dataset(examples, od.question_template)
 
@@ -385,8 +401,11 @@ def run_training(trainer: Any, summary: Any, resume: Path | None = None) -> int:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     except RewardServiceError as exc:
         summary.fail(exc)
-        print(f"\ntraining stopped: the reward service did not answer.\n{exc}\nOnce it answers again, resume "
-              "with --resume_from_checkpoint last (checkpoints every --save_steps).", file=sys.stderr)
+        print(
+            f"\ntraining stopped: the reward service did not answer.\n{exc}\nOnce it answers again, resume "
+            "with --resume_from_checkpoint last (checkpoints every --save_steps).",
+            file=sys.stderr,
+        )
         return EXIT_REWARD_SERVICE
     except TrainingStopped as exc:
         summary.fail(exc)
@@ -425,25 +444,29 @@ def _main(argv: Sequence[str] | None) -> int:
     # Left padding: see load_processor. The resize bounds are the model's unless given.
     processor = load_processor(model_args.model_name_or_path, od.min_pixels, od.max_pixels, padding_side="left")
     examples, dataset = load_training_data(od, processor, coordinates)
-    accuracy_rewards = sorted({ex.accu_reward for ex in examples if ex.accu_reward}) + [od.default_accuracy_reward]
+    accuracy_rewards = [*sorted({ex.accu_reward for ex in examples if ex.accu_reward}), od.default_accuracy_reward]
 
     output_dir = Path(args.output_dir)
     params = tie_cosine_length(od.params(), od.rewards, args.max_completion_length)
-    record = RunRecord(
-        output_dir / REWARD_SERVICE_FILE,
-        {
-            "urls": od.urls(),
-            "rewards": list(od.rewards),
-            "reward_weights": args.reward_weights,
-            "reward_params": params,
-            "accuracy_rewards": accuracy_rewards if ACCURACY in names else None,
-            "coordinates": coordinates,
-            "client": od.client_settings(),
-            "service": catalogue,
-            "resumed_from": str(resume) if resume else None,
-        },
-        previous,
-    ) if is_main else None
+    record = (
+        RunRecord(
+            output_dir / REWARD_SERVICE_FILE,
+            {
+                "urls": od.urls(),
+                "rewards": list(od.rewards),
+                "reward_weights": args.reward_weights,
+                "reward_params": params,
+                "accuracy_rewards": accuracy_rewards if ACCURACY in names else None,
+                "coordinates": coordinates,
+                "client": od.client_settings(),
+                "service": catalogue,
+                "resumed_from": str(resume) if resume else None,
+            },
+            previous,
+        )
+        if is_main
+        else None
+    )
 
     port = default_metrics_port() if od.metrics_port is None else od.metrics_port
     telemetry = Telemetry(port if is_main else 0, names)
@@ -458,8 +481,9 @@ def _main(argv: Sequence[str] | None) -> int:
     callbacks = [summary, NonFiniteGuard(), TimeLimit(od.max_seconds)]
     if record is not None:
         callbacks.append(CheckpointRecord(record.path))
-    heldout = heldout_callback(od, processor, _evaluation_client(od), args.output_dir, od.question_template,
-                               coordinates)
+    heldout = heldout_callback(
+        od, processor, _evaluation_client(od), args.output_dir, od.question_template, coordinates
+    )
     if heldout is not None:
         callbacks.insert(0, heldout)  # before the summary: its last round is in train_summary.json
     trainer = GRPOTrainer(
@@ -486,7 +510,9 @@ def _main(argv: Sequence[str] | None) -> int:
         result = summary.summary()
         logger.info(
             "done: %d steps, %.3f steps/s, reward wait %.2f%% of step time; summary in %s",
-            result["steps"], result["steps_per_second"] or 0.0, 100 * (result["reward_wait_share"] or 0.0),
+            result["steps"],
+            result["steps_per_second"] or 0.0,
+            100 * (result["reward_wait_share"] or 0.0),
             output_dir / "train_summary.json",
         )
     return 0

@@ -20,13 +20,44 @@ REWARDS = ["format", "od_length", "weighted_sum", "cosine"]  # cosine: length-aw
 
 def grpo(model: Path, data_dir: Path, out: Path, url: str, steps: int, *extra: str) -> list[str]:
     return [
-        "--model_name_or_path", str(model), "--data_files", str(data_dir / "train.jsonl"),
-        "--image_folders", str(data_dir / "images"), "--reward_urls", url, "--rewards", *REWARDS,
-        "--output_dir", str(out), "--max_steps", str(steps), "--save_steps", "2", "--logging_steps", "1",
-        "--per_device_train_batch_size", "4", "--num_generations", "2", "--max_completion_length", "24",
+        "--model_name_or_path",
+        str(model),
+        "--data_files",
+        str(data_dir / "train.jsonl"),
+        "--image_folders",
+        str(data_dir / "images"),
+        "--reward_urls",
+        url,
+        "--rewards",
+        *REWARDS,
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        str(steps),
+        "--save_steps",
+        "2",
+        "--logging_steps",
+        "1",
+        "--per_device_train_batch_size",
+        "4",
+        "--num_generations",
+        "2",
+        "--max_completion_length",
+        "24",
         # constant: a linear schedule depends on max_steps, which the resumed run changes
-        "--learning_rate", "0.01", "--lr_scheduler_type", "constant", "--report_to", "none",
-        "--use_cpu", "true", "--seed", "0", "--metrics_port", "0", *extra,
+        "--learning_rate",
+        "0.01",
+        "--lr_scheduler_type",
+        "constant",
+        "--report_to",
+        "none",
+        "--use_cpu",
+        "true",
+        "--seed",
+        "0",
+        "--metrics_port",
+        "0",
+        *extra,
     ]
 
 
@@ -51,7 +82,7 @@ def assert_same_tail(a: dict, b: dict, keys: tuple[str, ...]) -> None:
     tail_a = [{k: e[k] for k in ("step", *keys) if k in e} for e in a["log_history"][-2:]]
     tail_b = [{k: e[k] for k in ("step", *keys) if k in e} for e in b["log_history"][-2:]]
     assert len(tail_a) == len(tail_b) == 2
-    for entry_a, entry_b in zip(tail_a, tail_b):
+    for entry_a, entry_b in zip(tail_a, tail_b, strict=True):
         assert entry_a == pytest.approx(entry_b)
 
 
@@ -63,8 +94,10 @@ def test_a_stopped_grpo_run_resumes_to_the_result_of_an_uninterrupted_one(
     with LocalService.start() as server:
         assert train.main(grpo(tiny_model_dir, synthetic_dir, full, server.url, 4, "--report_to", "tensorboard")) == 0
         assert train.main(grpo(tiny_model_dir, synthetic_dir, part, server.url, 2)) == 0
-        assert train.main(grpo(tiny_model_dir, synthetic_dir, part, server.url, 4,
-                               "--resume_from_checkpoint", "last")) == 0
+        assert (
+            train.main(grpo(tiny_model_dir, synthetic_dir, part, server.url, 4, "--resume_from_checkpoint", "last"))
+            == 0
+        )
 
         # A reward whose default version moved since the checkpoint: refused, with the fix.
         record = part / "checkpoint-4" / train.REWARD_SERVICE_FILE
@@ -83,7 +116,9 @@ def test_a_stopped_grpo_run_resumes_to_the_result_of_an_uninterrupted_one(
     resumed, uninterrupted = summary(part), summary(full)
     assert (resumed["steps"], resumed["global_step"]) == (2, 4)
     assert (uninterrupted["steps"], uninterrupted["global_step"]) == (4, 4)
-    assert [e["step"] for e in resumed["log_history"]] == [e["step"] for e in uninterrupted["log_history"]] == [1, 2, 3, 4]
+    assert (
+        [e["step"] for e in resumed["log_history"]] == [e["step"] for e in uninterrupted["log_history"]] == [1, 2, 3, 4]
+    )
     assert_same_tail(resumed, uninterrupted, ("loss", *(f"rewards/{r}/mean" for r in REWARDS)))
     assert_same_weights(part, full)
     moved = weights(full)
@@ -125,11 +160,35 @@ def test_a_stopped_grpo_run_resumes_to_the_result_of_an_uninterrupted_one(
 
 def test_a_stopped_sft_run_resumes_to_the_result_of_an_uninterrupted_one(tiny_model_dir, synthetic_dir, tmp_path):
     def args(out: Path, steps: int, *extra: str) -> list[str]:
-        return ["--model_name_or_path", str(tiny_model_dir), "--data_files", str(synthetic_dir / "train.jsonl"),
-                "--image_folders", str(synthetic_dir / "images"), "--output_dir", str(out), "--max_steps", str(steps),
-                "--save_steps", "2", "--logging_steps", "1", "--per_device_train_batch_size", "4",
-                "--learning_rate", "0.01", "--lr_scheduler_type", "constant", "--report_to", "none",
-                "--use_cpu", "true", "--seed", "0", *extra]
+        return [
+            "--model_name_or_path",
+            str(tiny_model_dir),
+            "--data_files",
+            str(synthetic_dir / "train.jsonl"),
+            "--image_folders",
+            str(synthetic_dir / "images"),
+            "--output_dir",
+            str(out),
+            "--max_steps",
+            str(steps),
+            "--save_steps",
+            "2",
+            "--logging_steps",
+            "1",
+            "--per_device_train_batch_size",
+            "4",
+            "--learning_rate",
+            "0.01",
+            "--lr_scheduler_type",
+            "constant",
+            "--report_to",
+            "none",
+            "--use_cpu",
+            "true",
+            "--seed",
+            "0",
+            *extra,
+        ]
 
     full, part = tmp_path / "full", tmp_path / "part"
     assert sft.main(args(full, 4)) == 0
@@ -145,29 +204,38 @@ def test_a_stopped_sft_run_resumes_to_the_result_of_an_uninterrupted_one(tiny_mo
 def test_resume_from_a_checkpoint_that_does_not_exist_is_refused(tiny_model_dir, synthetic_dir, tmp_path, capsys):
     with LocalService.start() as server:
         for where in ("last", str(tmp_path / "nowhere" / "checkpoint-7")):
-            code = train.main(grpo(tiny_model_dir, synthetic_dir, tmp_path / "run", server.url, 2,
-                                   "--resume_from_checkpoint", where))
+            code = train.main(
+                grpo(tiny_model_dir, synthetic_dir, tmp_path / "run", server.url, 2, "--resume_from_checkpoint", where)
+            )
             err = capsys.readouterr().err
             assert code == EXIT_USAGE, err
-            assert ("holds no checkpoint-N folder" in err) if where == "last" else ("is not a Trainer checkpoint" in err)
+            assert (
+                ("holds no checkpoint-N folder" in err) if where == "last" else ("is not a Trainer checkpoint" in err)
+            )
 
 
 def test_resumed_versions_are_checked_against_the_catalogue():
-    catalogue = {"rewards": [{"name": "format", "default_version": "2", "versions": {"1": {}, "2": {}}},
-                             {"name": "cosine", "default_version": "2", "versions": {"2": {}}}]}
+    catalogue = {
+        "rewards": [
+            {"name": "format", "default_version": "2", "versions": {"1": {}, "2": {}}},
+            {"name": "cosine", "default_version": "2", "versions": {"2": {}}},
+        ]
+    }
     recorded = {"versions_used": {"format": "1", "cosine": "2"}}
     train.check_resumed_versions(recorded, catalogue, ["format@1", "cosine"])  # pinned: still served
     train.check_resumed_versions(None, catalogue, ["format"])  # a run without a record
     with pytest.raises(train.UserError, match="format was scored with version 1"):
         train.check_resumed_versions(recorded, catalogue, ["format", "cosine"])
-    with pytest.raises(train.UserError, match="ap .version 2. is no longer served"):
+    with pytest.raises(train.UserError, match=r"ap \(version 2\) is no longer served"):
         train.check_resumed_versions({"versions_used": {"ap": "2"}}, catalogue, ["ap"])
 
 
 def test_cosine_length_follows_max_completion_length_unless_set():
     assert train.tie_cosine_length(None, ["cosine@2"], 32) == {"cosine": {"max_length": 32}}
     assert train.tie_cosine_length({"cosine": {"max_length": 9}}, ["cosine"], 32) == {"cosine": {"max_length": 9}}
-    assert train.tie_cosine_length({"weighted_sum": {"alpha": 1}}, ["weighted_sum"], 32) == {"weighted_sum": {"alpha": 1}}
+    assert train.tie_cosine_length({"weighted_sum": {"alpha": 1}}, ["weighted_sum"], 32) == {
+        "weighted_sum": {"alpha": 1}
+    }
 
 
 @pytest.fixture(autouse=True)

@@ -20,9 +20,29 @@ from trainer.model import load_processor
 
 
 def grpo(model, data_file, images, url, out, *extra) -> list[str]:
-    return ["--model_name_or_path", str(model), "--data_files", str(data_file), "--image_folders", str(images),
-            "--reward_urls", url, "--output_dir", str(out), "--max_steps", "1", "--use_cpu", "true",
-            "--report_to", "none", "--metrics_port", "0", "--reward_max_retries", "0", *extra]
+    return [
+        "--model_name_or_path",
+        str(model),
+        "--data_files",
+        str(data_file),
+        "--image_folders",
+        str(images),
+        "--reward_urls",
+        url,
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "1",
+        "--use_cpu",
+        "true",
+        "--report_to",
+        "none",
+        "--metrics_port",
+        "0",
+        "--reward_max_retries",
+        "0",
+        *extra,
+    ]
 
 
 def run(command, argv, capsys) -> tuple[int, str]:
@@ -51,19 +71,37 @@ def bad_data(tmp_path_factory, synthetic_dir):
     no_turns = json.loads(lines[3])
     del no_turns["conversations"]
     path = tmp_path_factory.mktemp("bad") / "train.jsonl"
-    path.write_text("\n".join([lines[0], "{not json", json.dumps(missing_image), json.dumps(no_turns), lines[4]]) + "\n")
+    path.write_text(
+        "\n".join([lines[0], "{not json", json.dumps(missing_image), json.dumps(no_turns), lines[4]]) + "\n"
+    )
     return path
 
 
 def test_a_model_folder_that_does_not_exist_fails_at_once(synthetic_dir, tmp_path, capsys):
     missing = tmp_path / "no-such-model"
     for command in (train.main, sft.main):
-        code, err = run(command, grpo(missing, synthetic_dir / "train.jsonl", synthetic_dir / "images",
-                                      "http://127.0.0.1:9", tmp_path / "out")[:14], capsys)
+        code, err = run(
+            command,
+            grpo(
+                missing, synthetic_dir / "train.jsonl", synthetic_dir / "images", "http://127.0.0.1:9", tmp_path / "out"
+            )[:14],
+            capsys,
+        )
         assert code == EXIT_USAGE and f"model folder {missing} does not exist" in err and "HF_HUB_OFFLINE=0" in err
-    code, err = run(evaluate.main, ["--model_name_or_path", str(missing), "--data_files", "x.jsonl",
-                                    "--output_dir", str(tmp_path / "eval"), "--reward_urls", "http://127.0.0.1:9"],
-                    capsys)
+    code, err = run(
+        evaluate.main,
+        [
+            "--model_name_or_path",
+            str(missing),
+            "--data_files",
+            "x.jsonl",
+            "--output_dir",
+            str(tmp_path / "eval"),
+            "--reward_urls",
+            "http://127.0.0.1:9",
+        ],
+        capsys,
+    )
     assert code == EXIT_USAGE and "does not exist" in err
 
 
@@ -75,33 +113,68 @@ def test_the_service_down_or_refusing_the_token_fails_before_any_model_is_loaded
     code, err = run(train.main, grpo(tiny_model_dir, data, images, down, tmp_path / "a"), capsys)
     assert code == EXIT_SERVICE_AT_START and f"the reward service at {down} is not reachable" in err
     assert "start it" in err
-    code, err = run(train.main, grpo(tiny_model_dir, data, images, server.url, tmp_path / "b",
-                                     "--reward_token", "wrong-token"), capsys)
+    code, err = run(
+        train.main,
+        grpo(tiny_model_dir, data, images, server.url, tmp_path / "b", "--reward_token", "wrong-token"),
+        capsys,
+    )
     assert code == EXIT_SERVICE_AT_START and "refused the token (HTTP 401" in err and "--reward_token" in err
-    code, err = run(train.main, grpo(tiny_model_dir, data, images, server.url, tmp_path / "c",
-                                     "--reward_token", "right-token", "--rewards", "format", "iou"), capsys)
+    code, err = run(
+        train.main,
+        grpo(
+            tiny_model_dir,
+            data,
+            images,
+            server.url,
+            tmp_path / "c",
+            "--reward_token",
+            "right-token",
+            "--rewards",
+            "format",
+            "iou",
+        ),
+        capsys,
+    )
     assert code == EXIT_SERVICE_AT_START and "does not serve ['iou']" in err
     # Evaluation checks the service before it loads the model and generates.
-    code, err = run(evaluate.main, ["--model_name_or_path", str(tiny_model_dir), "--data_files", str(data),
-                                    "--image_folders", str(images), "--reward_urls", down,
-                                    "--output_dir", str(tmp_path / "eval")], capsys)
+    code, err = run(
+        evaluate.main,
+        [
+            "--model_name_or_path",
+            str(tiny_model_dir),
+            "--data_files",
+            str(data),
+            "--image_folders",
+            str(images),
+            "--reward_urls",
+            down,
+            "--output_dir",
+            str(tmp_path / "eval"),
+        ],
+        capsys,
+    )
     assert code == EXIT_SERVICE_AT_START and "not reachable" in err
     assert not (tmp_path / "eval" / "completions.jsonl").exists()
 
 
 def test_missing_data_and_bad_lines_are_all_named(tiny_model_dir, synthetic_dir, bad_data, server, tmp_path, capsys):
     auth = ("--reward_token", "right-token")
-    code, err = run(train.main, grpo(tiny_model_dir, tmp_path / "absent.jsonl", synthetic_dir / "images",
-                                     server.url, tmp_path / "a", *auth), capsys)
+    code, err = run(
+        train.main,
+        grpo(tiny_model_dir, tmp_path / "absent.jsonl", synthetic_dir / "images", server.url, tmp_path / "a", *auth),
+        capsys,
+    )
     assert code == EXIT_DATA and f"data file {tmp_path / 'absent.jsonl'} does not exist" in err
-    code, err = run(train.main, grpo(tiny_model_dir, bad_data, synthetic_dir / "images", server.url,
-                                     tmp_path / "b", *auth), capsys)
+    code, err = run(
+        train.main, grpo(tiny_model_dir, bad_data, synthetic_dir / "images", server.url, tmp_path / "b", *auth), capsys
+    )
     assert code == EXIT_DATA and "3 unusable data line(s)" in err
     assert f"{bad_data}:2: not a JSON object" in err
     assert f"{bad_data}:3: image {synthetic_dir / 'images' / 'nowhere.png'} not found" in err
     assert f"{bad_data}:4: missing field 'conversations'" in err
-    code, err = run(sft.main, grpo(tiny_model_dir, bad_data, tmp_path / "no-images", server.url, tmp_path / "c")[:14],
-                    capsys)
+    code, err = run(
+        sft.main, grpo(tiny_model_dir, bad_data, tmp_path / "no-images", server.url, tmp_path / "c")[:14], capsys
+    )
     assert code == EXIT_DATA and f"image folder {tmp_path / 'no-images'} does not exist" in err
 
 
@@ -129,10 +202,28 @@ def test_evaluation_says_where_the_completions_are_when_scoring_fails(
     monkeypatch.setattr(evaluate, "generate_completions", generate_then_lose_the_service)
     out = tmp_path / "eval"
     try:
-        code, err = run(evaluate.main, [
-            "--model_name_or_path", str(tiny_model_dir), "--data_files", str(synthetic_dir / "train.jsonl"),
-            "--image_folders", str(synthetic_dir / "images"), "--reward_urls", service.url, "--output_dir", str(out),
-            "--max_samples", "2", "--max_new_tokens", "8", "--device", "cpu"], capsys)
+        code, err = run(
+            evaluate.main,
+            [
+                "--model_name_or_path",
+                str(tiny_model_dir),
+                "--data_files",
+                str(synthetic_dir / "train.jsonl"),
+                "--image_folders",
+                str(synthetic_dir / "images"),
+                "--reward_urls",
+                service.url,
+                "--output_dir",
+                str(out),
+                "--max_samples",
+                "2",
+                "--max_new_tokens",
+                "8",
+                "--device",
+                "cpu",
+            ],
+            capsys,
+        )
     finally:
         service.stop()
     assert code == EXIT_REWARD_SERVICE
@@ -143,20 +234,36 @@ def test_evaluation_says_where_the_completions_are_when_scoring_fails(
 
 def test_options_transformers_refuses_are_one_line_too(tiny_model_dir, synthetic_dir, tmp_path, capsys):
     # TRL defaults to bf16, which transformers refuses on a machine without a GPU unless --use_cpu.
-    code, err = run(train.main, grpo(tiny_model_dir, synthetic_dir / "train.jsonl", synthetic_dir / "images",
-                                     "http://127.0.0.1:9", tmp_path / "out", "--use_cpu", "false", "--bf16", "true",
-                                     "--fp16", "true"), capsys)
+    code, err = run(
+        train.main,
+        grpo(
+            tiny_model_dir,
+            synthetic_dir / "train.jsonl",
+            synthetic_dir / "images",
+            "http://127.0.0.1:9",
+            tmp_path / "out",
+            "--use_cpu",
+            "false",
+            "--bf16",
+            "true",
+            "--fp16",
+            "true",
+        ),
+        capsys,
+    )
     assert code == EXIT_USAGE and err.startswith("error: invalid arguments: ")
 
 
 def test_every_exit_code_is_documented_in_the_readme():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Exit codes and errors", 1)[1].split("\n### ", 1)[0]
     for code in EXIT_CODES:
-        assert f"| {code} |" in readme, f"exit code {code} missing from the README's table"
+        assert f"\n| {code} | " in section, f"exit code {code} missing from the README's table"
 
 
-@pytest.mark.parametrize(("command", "prog"), [(train.main, "od-train"), (sft.main, "od-sft"),
-                                               (evaluate.main, "od-evaluate")])
+@pytest.mark.parametrize(
+    ("command", "prog"), [(train.main, "od-train"), (sft.main, "od-sft"), (evaluate.main, "od-evaluate")]
+)
 def test_help_names_the_console_script_and_explains_every_option(command, prog, capsys):
     with pytest.raises(SystemExit) as exited:
         command(["--help"])
