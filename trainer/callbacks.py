@@ -95,7 +95,18 @@ class HeldOutEvaluation(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self.started = time.perf_counter()
+        if state.global_step > 0 and self.recorded_step() == state.global_step:
+            self.last_step = state.global_step  # resumed where a round was already taken: not twice
+            return
         self._evaluate(args, state, model)
+
+    def recorded_step(self) -> int | None:
+        """The step of the last round in heldout.jsonl (a resumed run's earlier rounds), if any."""
+        path = self.output_dir / HELDOUT_FILE
+        if not path.is_file():
+            return None
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return json.loads(lines[-1]).get("step") if lines else None
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if self.every_steps > 0 and state.global_step % self.every_steps == 0:

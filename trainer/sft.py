@@ -95,6 +95,7 @@ def _main(argv: Sequence[str] | None) -> int:
         _evaluation_client,
         coordinates_of,
         describe_service,
+        full_weights,
         load_training_data,
         load_weights_here,
         resume_checkpoint,
@@ -111,7 +112,7 @@ def _main(argv: Sequence[str] | None) -> int:
     processor = load_processor(model_args.model_name_or_path, options.min_pixels, options.max_pixels)
     examples, _ = load_training_data(options, processor, coordinates)
     dataset = build_sft_dataset(examples, options.question_template, options.thinking)
-    source = resume if resume is not None and (resume / "config.json").is_file() else model_args.model_name_or_path
+    source = resume if full_weights(resume) else model_args.model_name_or_path
     model = load_model(str(source), model_args.dtype, model_args.attn_implementation)
 
     summary = TelemetryCallback(Telemetry(), args.output_dir, [])  # train_summary.json, as GRPO writes it

@@ -362,6 +362,15 @@ def load_training_data(od: DataArguments, processor: Any, coordinates: str) -> t
     return examples, data_module.build_dataset(examples, od.question_template)
 
 
+def full_weights(checkpoint: Path | None) -> bool:
+    """Whether ``checkpoint`` holds a whole model in the from_pretrained layout (not LoRA adapters
+    alone, nor DeepSpeed ZeRO shards without gathered weights: Trainer resumes those itself)."""
+    if checkpoint is None or not (checkpoint / "config.json").is_file():
+        return False
+    names = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+    return any((checkpoint / name).is_file() for name in names)
+
+
 def prepare_model(model_args: Any, freeze_vision_modules: bool, resume: Path | None = None) -> tuple[Any, Any]:
     """(model, peft config or None). Resuming full fine-tuning, the weights are the checkpoint's,
     loaded here (see `load_weights_here`); LoRA adapters are loaded by Trainer on the base model."""
@@ -369,7 +378,7 @@ def prepare_model(model_args: Any, freeze_vision_modules: bool, resume: Path | N
 
     from trainer.model import LANGUAGE_LORA_TARGETS, freeze_vision, load_model
 
-    source = resume if resume is not None and (resume / "config.json").is_file() else model_args.model_name_or_path
+    source = resume if full_weights(resume) else model_args.model_name_or_path
     model = load_model(str(source), model_args.dtype, model_args.attn_implementation)
     if freeze_vision_modules:
         logger.info("vision tower frozen (%d parameters)", freeze_vision(model))
@@ -386,7 +395,7 @@ def load_weights_here(trainer: Any, resume: Path | None) -> None:
     (``model.visual.*``...), so every weight would silently stay as initialised. The model was
     loaded from the checkpoint with ``from_pretrained`` instead (`prepare_model`), which maps the
     names; Trainer still restores the optimizer, scheduler, RNG, step and data position."""
-    if resume is not None and (resume / "config.json").is_file():
+    if full_weights(resume) and not trainer.is_deepspeed_enabled and not trainer.is_fsdp_enabled:
         trainer._load_from_checkpoint = lambda resume_from_checkpoint, model=None: None
 
 

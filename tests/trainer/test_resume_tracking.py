@@ -158,6 +158,28 @@ def test_a_stopped_grpo_run_resumes_to_the_result_of_an_uninterrupted_one(
     assert hasattr(AutoProcessor.from_pretrained(str(full)), "image_processor")
 
 
+def test_a_stopped_lora_run_resumes_its_adapters(tiny_model_dir, synthetic_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    lora = ("--use_peft", "true", "--lora_r", "4", "--lora_alpha", "8")
+    full, part = tmp_path / "full", tmp_path / "part"
+    with LocalService.start() as server:
+        assert train.main(grpo(tiny_model_dir, synthetic_dir, full, server.url, 4, *lora)) == 0
+        assert train.main(grpo(tiny_model_dir, synthetic_dir, part, server.url, 2, *lora)) == 0
+        assert (
+            train.main(
+                grpo(tiny_model_dir, synthetic_dir, part, server.url, 4, *lora, "--resume_from_checkpoint", "last")
+            )
+            == 0
+        )
+    assert (summary(part)["steps"], summary(part)["global_step"]) == (2, 4)
+    first, second = (load_file(str(run / "adapter_model.safetensors")) for run in (full, part))
+    assert first.keys() == second.keys() and first
+    for name in first:
+        torch.testing.assert_close(first[name], second[name], rtol=0, atol=1e-6, msg=name)
+    assert any(value.abs().sum() > 0 for name, value in first.items() if "lora_B" in name)
+
+
 def test_a_stopped_sft_run_resumes_to_the_result_of_an_uninterrupted_one(tiny_model_dir, synthetic_dir, tmp_path):
     def args(out: Path, steps: int, *extra: str) -> list[str]:
         return [
