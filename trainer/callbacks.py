@@ -49,8 +49,9 @@ def heldout_metrics(answer: dict[str, Any]) -> dict[str, float]:
     boxes per ground-truth box (1 is ideal; above 1, redundant boxes).
 
     >>> heldout_metrics({"ap": 0.5, "ap50": 0.75, "precision": 0.8, "recall": None, "nms_ap": 0.5,
-    ...                  "n_pred": 12, "n_gt": 10})
-    {'heldout/map': 0.5, 'heldout/ap50': 0.75, 'heldout/precision': 0.8, 'heldout/nms_ap': 0.5, 'heldout/box_ratio': 1.2}
+    ...                  "n_pred": 12, "n_gt": 10})  # doctest: +NORMALIZE_WHITESPACE
+    {'heldout/map': 0.5, 'heldout/ap50': 0.75, 'heldout/precision': 0.8, 'heldout/nms_ap': 0.5,
+     'heldout/box_ratio': 1.2}
     """
     out = {f"heldout/{name}": float(answer[key]) for name, key in HELDOUT_METRICS if answer.get(key) is not None}
     if answer.get("n_gt"):

@@ -47,7 +47,6 @@ REWARD_SERVICE_FILE = "reward_service.json"
 ACCURACY = "accuracy"  # the per-line reward (accu_reward_method), see ODArguments.rewards
 DEFAULT_ATTENTION = "eager"
 LAST_CHECKPOINT = ("last", "latest", "true")  # --resume_from_checkpoint values meaning the newest one
-__all__ = ["EXIT_REWARD_SERVICE", "EXIT_STOPPED", "main"]
 
 
 @dataclass
