@@ -9,6 +9,8 @@
   different kinds can be compared at equal time.
 * `NonFiniteGuard`: stops training at the first NaN or infinite loss or gradient norm, with a
   message, instead of training on garbage (sdpa attention with left padding in bf16 does this).
+* `CheckpointRecord`: copies the run's ``reward_service.json`` (the reward versions that scored it
+  so far) into every checkpoint, so that a resume checks them against the live service.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,8 +49,9 @@ def heldout_metrics(answer: dict[str, Any]) -> dict[str, float]:
     boxes per ground-truth box (1 is ideal; above 1, redundant boxes).
 
     >>> heldout_metrics({"ap": 0.5, "ap50": 0.75, "precision": 0.8, "recall": None, "nms_ap": 0.5,
-    ...                  "n_pred": 12, "n_gt": 10})
-    {'heldout/map': 0.5, 'heldout/ap50': 0.75, 'heldout/precision': 0.8, 'heldout/nms_ap': 0.5, 'heldout/box_ratio': 1.2}
+    ...                  "n_pred": 12, "n_gt": 10})  # doctest: +NORMALIZE_WHITESPACE
+    {'heldout/map': 0.5, 'heldout/ap50': 0.75, 'heldout/precision': 0.8, 'heldout/nms_ap': 0.5,
+     'heldout/box_ratio': 1.2}
     """
     out = {f"heldout/{name}": float(answer[key]) for name, key in HELDOUT_METRICS if answer.get(key) is not None}
     if answer.get("n_gt"):
@@ -92,7 +96,18 @@ class HeldOutEvaluation(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self.started = time.perf_counter()
+        if state.global_step > 0 and self.recorded_step() == state.global_step:
+            self.last_step = state.global_step  # resumed where a round was already taken: not twice
+            return
         self._evaluate(args, state, model)
+
+    def recorded_step(self) -> int | None:
+        """The step of the last round in heldout.jsonl (a resumed run's earlier rounds), if any."""
+        path = self.output_dir / HELDOUT_FILE
+        if not path.is_file():
+            return None
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return json.loads(lines[-1]).get("step") if lines else None
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if self.every_steps > 0 and state.global_step % self.every_steps == 0:
@@ -196,3 +211,15 @@ class NonFiniteGuard(TrainerCallback):
                     "Likely causes: sdpa attention with padded prompts in bf16 (use --attn_implementation eager), "
                     "or a learning rate too high (lower --learning_rate)."
                 )
+
+
+class CheckpointRecord(TrainerCallback):
+    """Copy ``record`` (a file of the output directory) into each checkpoint Trainer saves."""
+
+    def __init__(self, record: str | Path) -> None:
+        self.record = Path(record)
+
+    def on_save(self, args, state, control, **kwargs):
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero and checkpoint.is_dir() and self.record.is_file():
+            shutil.copy2(self.record, checkpoint / self.record.name)

@@ -35,7 +35,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -176,7 +176,7 @@ def build_records(coco: dict, subset: str, mode: str, images_dir: str | os.PathL
         yield record
 
 
-def write_jsonl(records: Iterator[dict], out: str | os.PathLike) -> int:
+def write_jsonl(records: Iterable[dict], out: str | os.PathLike) -> int:
     count = 0
     with open(out, "w", encoding="utf-8") as handle:
         for record in records:

@@ -12,6 +12,13 @@ image's pixels. So each sample's boxes are scaled here, x by new_w/orig_w and y 
 with the resized size computed by the processor's own ``smart_resize`` from its own settings; the
 service then compares like with like. The original text stays in the ``solution_original`` column.
 For a line with several images, boxes refer to the first image.
+
+Each model family has its own coordinate convention, read from the model's ``config.json``
+(`coordinate_convention`): Qwen2.5-VL answers in absolute pixels of the resized input (above);
+Qwen2-VL and Qwen3-VL answer in coordinates normalised to 0-1000 of the image's width and height,
+so their ground truth is scaled x by 1000/orig_w and y by 1000/orig_h. IoU, and so every
+detection reward, is unchanged by such per-axis scaling; what matters is that the completion and
+the ground truth are in the same frame.
 """
 
 from __future__ import annotations
@@ -40,6 +47,30 @@ ACCU_REWARD_METHODS: dict[str, str] = {
 }
 
 
+PIXELS = "pixels"  # absolute pixels of the resized image the model sees (Qwen2.5-VL)
+NORMALISED = "0-1000"  # 0-1000 of the image's width and height (Qwen2-VL, Qwen3-VL)
+COORDINATES_BY_MODEL_TYPE: dict[str, str] = {
+    "qwen2_5_vl": PIXELS,
+    "qwen2_vl": NORMALISED,
+    "qwen3_vl": NORMALISED,
+    "qwen3_vl_moe": NORMALISED,
+}
+NORMALISED_SIDE = 1000
+
+
+def coordinate_convention(model_path: str | os.PathLike) -> str:
+    """The box convention of the model saved in ``model_path``, from its config's ``model_type``;
+    ValueError naming the supported families otherwise."""
+    config = Path(model_path) / "config.json"
+    model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type") if config.is_file() else None
+    if model_type not in COORDINATES_BY_MODEL_TYPE:
+        raise ValueError(
+            f"{model_path}: model type {model_type!r} has no known box convention; supported: "
+            f"{', '.join(COORDINATES_BY_MODEL_TYPE)}"
+        )
+    return COORDINATES_BY_MODEL_TYPE[model_type]
+
+
 class DataError(ValueError):
     """A training line that cannot be used; the message names the file and line."""
 
@@ -59,7 +90,10 @@ def read_solution(text: str) -> list[dict]:
     blocks, an inverted or non-finite box, a missing label, ...
     """
     truth = parse_solution(text)
-    return [{"bbox_2d": [float(v) for v in box], "label": label} for label, box in zip(truth.labels, truth.raw_boxes)]
+    return [
+        {"bbox_2d": [float(v) for v in box], "label": label}
+        for label, box in zip(truth.labels, truth.raw_boxes, strict=True)
+    ]
 
 
 def check_as_sent(items: list[dict]) -> None:
@@ -87,7 +121,10 @@ def pixel_bounds(image_processor: Any) -> tuple[int, int]:
     """(min_pixels, max_pixels) as the processor will use them."""
     size = image_processor.size
     get = size.get if isinstance(size, Mapping) else lambda key: getattr(size, key, None)
-    return int(get("shortest_edge")), int(get("longest_edge"))
+    smallest, largest = get("shortest_edge"), get("longest_edge")
+    if smallest is None or largest is None:
+        raise ValueError(f"the image processor's size {size!r} has no shortest_edge/longest_edge (pixel bounds)")
+    return int(smallest), int(largest)
 
 
 def resized_size(image_processor: Any, width: int, height: int) -> tuple[int, int]:
@@ -138,7 +175,7 @@ class Example:
     image_paths: tuple[str, ...]
     question: str  # without the <image> markers and without the question template
     solution_original: str  # the line's answer text, original-image pixels
-    solution: list[dict]  # structured ground truth, resized-image pixels (what the service gets)
+    solution: list[dict]  # structured ground truth in the model's convention (what the service gets)
     original_size: tuple[int, int]  # (w, h) of the first image
     resized_size: tuple[int, int]
     accu_reward: str | None  # the service reward named by the line's accu_reward_method, if any
@@ -152,44 +189,82 @@ def split_paths(value: str | Sequence[str]) -> list[str]:
     return [str(part) for part in value]
 
 
+MAX_REPORTED_BAD_LINES = 20  # as shared.cli: the first ones, and how many more
+
+
 def read_vlm_r1(
     data_files: str | Sequence[str],
     image_folders: str | Sequence[str],
     image_processor: Any,
     max_samples: int | None = None,
+    coordinates: str = PIXELS,
 ) -> list[Example]:
+    """Every usable line of ``data_files``; DataError listing EVERY bad line (file:line: why, the
+    first `MAX_REPORTED_BAD_LINES` and a count), a missing file or image folder, before anything
+    trains. ``coordinates``: the model's convention (`coordinate_convention`)."""
     files = split_paths(data_files)
     folders = split_paths(image_folders) if image_folders else [""]
     if len(folders) == 1:
         folders = folders * len(files)
     if len(folders) != len(files):
         raise DataError(f"{len(files)} data files but {len(folders)} image folders: give one folder per file, or one")
+    missing = [f"data file {path} does not exist" for path in files if not Path(path).is_file()]
+    missing += [
+        f"image folder {folder} does not exist"
+        for folder in dict.fromkeys(folders)
+        if folder and not Path(folder).is_dir()
+    ]
+    if missing:
+        raise DataError("; ".join(missing) + " (check --data_files and --image_folders)")
     examples: list[Example] = []
-    for path, folder in zip(files, folders):
+    problems: list[str] = []
+    for path, folder in zip(files, folders, strict=True):
         with open(path, encoding="utf-8") as handle:
             for number, line in enumerate(handle, 1):
                 if not line.strip():
                     continue
                 source = f"{path}:{number}"
                 try:
-                    examples.append(_example(json.loads(line), folder, image_processor, source))
-                except DataError:
-                    raise
+                    examples.append(_example(json.loads(line), folder, image_processor, source, coordinates))
+                except DataError as exc:
+                    problems.append(str(exc))
+                except FileNotFoundError as exc:
+                    problems.append(f"{source}: image {exc.filename} not found (is --image_folders right?)")
                 except (ValueError, KeyError, TypeError, OSError) as exc:
-                    raise DataError(f"{source}: {exc}") from exc
+                    problems.append(f"{source}: {_describe(exc)}")
                 if max_samples is not None and len(examples) >= max_samples:
-                    return examples
+                    break
+        if max_samples is not None and len(examples) >= max_samples:
+            break
+    if problems:
+        shown = problems[:MAX_REPORTED_BAD_LINES]
+        more = len(problems) - len(shown)
+        raise DataError(
+            f"{len(problems)} unusable data line(s); fix or remove them:\n"
+            + "\n".join(shown + ([f"... and {more} more bad lines"] if more else []))
+        )
     if not examples:
         raise DataError(f"no training lines in {', '.join(files)}")
     return examples
 
 
-def _example(record: dict, folder: str, image_processor: Any, source: str) -> Example:
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not a JSON object ({exc.msg} at column {exc.colno})"
+    if isinstance(exc, KeyError):
+        return f"missing field {exc.args[0]!r} (a line needs 'image' and 'conversations' with 'human' and 'gpt' turns)"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _example(record: dict, folder: str, image_processor: Any, source: str, coordinates: str = PIXELS) -> Example:
     images = record["image"]
     images = [images] if isinstance(images, str) else list(images)
     if not images:
         raise DataError(f"{source}: no image")
     paths = tuple(str(Path(folder) / name) for name in images)
+    absent = [path for path in paths if not Path(path).is_file()]
+    if absent:
+        raise DataError(f"{source}: image {', '.join(absent)} not found (is --image_folders right?)")
     turns = {turn["from"]: turn["value"] for turn in record["conversations"]}
     question = prompts.strip_image_placeholders(turns["human"])
     answer = turns["gpt"]
@@ -207,13 +282,14 @@ def _example(record: dict, folder: str, image_processor: Any, source: str) -> Ex
         raise DataError(f"{source}: unreadable ground truth ({exc}): {answer[:200]!r}") from exc
     original = image_size(paths[0])
     resized = resized_size(image_processor, *original)
-    scaled = scale_boxes(items, original, resized)
+    frame = resized if coordinates == PIXELS else (NORMALISED_SIDE, NORMALISED_SIDE)
+    scaled = scale_boxes(items, original, frame)
     try:
         check_as_sent(scaled)
     except ValueError as exc:
         raise DataError(
             f"{source}: ground truth the reward service would refuse once scaled to the "
-            f"{resized[0]}x{resized[1]} image the model sees ({exc})"
+            f"{frame[0]}x{frame[1]} frame of the model's answers ({exc})"
         ) from exc
     return Example(paths, question, answer, scaled, original, resized, accu, source)
 

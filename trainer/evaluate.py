@@ -1,13 +1,19 @@
 """Evaluate a model on an evaluation set the way the research does, with the rewards' parser:
 
-    python -m trainer.evaluate --model DIR --data coco_pos_1_all.jsonl --images val2017/ \\
-        --url http://127.0.0.1:8000 --out-dir runs/eval
+    python -m trainer.evaluate --model_name_or_path DIR --data_files coco_pos_1_all.jsonl \\
+        --image_folders val2017/ --reward_urls http://127.0.0.1:8000 --output_dir runs/eval
 
-1. reads the VLM-R1 JSONL (``trainer.data``: ground truth scaled to the pixels the model sees);
-2. generates one completion per image, in batches, with greedy decoding (bf16 on a GPU);
-3. saves them to ``OUT_DIR/completions.jsonl`` (the input format of ``python -m shared.evaluate``);
-4. scores them through the reward service's POST /v1/evaluate and prints the research's table;
-   ``OUT_DIR/metrics.json`` holds the table, the per-category breakdown and the timings.
+The options are named as trainer.train's and trainer.sft's (the old ``--model``, ``--data``,
+``--images``, ``--url``, ``--token``, ``--out-dir``... still work as aliases).
+
+1. checks that the reward service answers (before any model is loaded);
+2. reads the VLM-R1 JSONL (``trainer.data``: ground truth in the model's coordinate convention);
+3. generates one completion per image, in batches, with greedy decoding (bf16 on a GPU);
+4. saves them to ``OUTPUT_DIR/completions.jsonl`` (the input format of ``python -m shared.evaluate``);
+5. scores them through the reward service's POST /v1/evaluate and prints the research's table;
+   ``OUTPUT_DIR/metrics.json`` holds the table, the per-category breakdown and the timings, and
+   ``OUTPUT_DIR/per_category.png`` draws the per-category AP. If scoring fails, the message says
+   where the completions are and how to score them again without generating.
 """
 
 from __future__ import annotations
@@ -21,11 +27,22 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from shared.client import RewardClient
+from shared.client import RewardClient, RewardRequestError, RewardServiceError
 from shared.evaluate import evaluate_images, format_table
 from trainer import data, prompts
 from trainer import model as model_utils
 from trainer.coco_datasets import write_jsonl
+from trainer.errors import (
+    EXIT_REWARD_SERVICE,
+    EXIT_SERVICE_AT_START,
+    UserError,
+    check_model_folder,
+    offline_by_default,
+    quiet_logs,
+    run_command,
+)
+
+offline_by_default()  # before transformers is imported (none of the imports above import it)
 
 
 def asked_categories(data_file: str, limit: int | None) -> list[str] | None:
@@ -127,52 +144,192 @@ def completion_records(
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m trainer.evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="model folder (Qwen2.5-VL or the tiny model)")
-    parser.add_argument("--data", required=True, help="evaluation set, VLM-R1 JSONL (trainer.coco_datasets)")
-    parser.add_argument("--images", default="", help="folder the JSONL's image paths are relative to")
-    parser.add_argument(
+    parser = argparse.ArgumentParser(prog="od-evaluate", description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add(
+        "--model_name_or_path",
+        "--model",
+        dest="model",
+        required=True,
+        help="model folder (Qwen2.5-VL, Qwen3-VL, a trainer.sft/train output or trainer.tiny_model)",
+    )
+    add(
+        "--data_files",
+        "--data",
+        dest="data",
+        required=True,
+        help="evaluation set, VLM-R1 JSONL (trainer.coco_datasets)",
+    )
+    add("--image_folders", "--images", dest="images", default="", help="folder the JSONL's image paths are relative to")
+    add(
+        "--reward_urls",
         "--url",
+        dest="urls",
         action="append",
         default=None,
-        help="reward service base URL (repeat for failover; default $REWARD_API_URL or http://127.0.0.1:8000)",
+        help="reward service base URLs, separated by ',' or repeated (failover; default $REWARD_API_URL or "
+        "http://127.0.0.1:8000)",
     )
-    parser.add_argument("--token", default=os.environ.get("REWARD_API_TOKEN"), help="bearer token ($REWARD_API_TOKEN)")
-    parser.add_argument("--out-dir", required=True, help="completions.jsonl and metrics.json go here")
-    parser.add_argument("--name", default=None, help="row name in the table (default: the model folder's name)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--max-new-tokens", type=int, default=1024)
-    parser.add_argument("--max-samples", type=int, default=None, help="evaluate the first N lines only")
-    parser.add_argument("--template", default="standard", choices=sorted(prompts.QUESTION_TEMPLATES))
-    parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
-    parser.add_argument("--dtype", default=None, help="bfloat16, float16, float32 (default: bf16 on GPU, fp32 on CPU)")
-    parser.add_argument("--min-pixels", type=int, default=None)
-    parser.add_argument("--max-pixels", type=int, default=None)
+    add(
+        "--reward_token",
+        "--token",
+        dest="token",
+        default=None,
+        help="bearer token of the reward service (default: env REWARD_API_TOKEN)",
+    )
+    add(
+        "--output_dir",
+        "--out-dir",
+        dest="output_dir",
+        required=True,
+        help="completions.jsonl, metrics.json and per_category.png go here",
+    )
+    add("--name", default=None, help="row name in the table (default: the model folder's name)")
+    add("--batch_size", "--batch-size", dest="batch_size", type=int, default=8, help="generation batch size")
+    add(
+        "--max_new_tokens",
+        "--max-new-tokens",
+        dest="max_new_tokens",
+        type=int,
+        default=1024,
+        help="longest answer, in tokens",
+    )
+    add(
+        "--max_samples",
+        "--max-samples",
+        dest="max_samples",
+        type=int,
+        default=None,
+        help="evaluate the first N lines only",
+    )
+    add(
+        "--question_template",
+        "--template",
+        dest="template",
+        default="standard",
+        choices=sorted(prompts.QUESTION_TEMPLATES),
+        help="question template of the research (as in training)",
+    )
+    add("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
+    add("--dtype", default=None, help="bfloat16, float16, float32 (default: bf16 on GPU, fp32 on CPU)")
+    add(
+        "--min_pixels",
+        "--min-pixels",
+        dest="min_pixels",
+        type=int,
+        default=None,
+        help="smallest image area after resizing (default: as saved with the model)",
+    )
+    add(
+        "--max_pixels",
+        "--max-pixels",
+        dest="max_pixels",
+        type=int,
+        default=None,
+        help="largest image area after resizing (default: as saved with the model)",
+    )
+    add("--reward_timeout", type=float, default=600.0, help="seconds for the one /v1/evaluate call")
     return parser.parse_args(argv)
 
 
+def service_urls(values: Sequence[str] | None) -> list[str]:
+    given = values or [os.environ.get("REWARD_API_URL", "http://127.0.0.1:8000")]
+    return [url.strip() for value in given for url in value.split(",") if url.strip()]
+
+
+def check_service(client: RewardClient, urls: Sequence[str]) -> None:
+    """GET /v1/rewards before any model is loaded: a service that is down, or refuses the token,
+    fails the command at once (not after generating every completion)."""
+    try:
+        client.rewards_catalogue()
+    except RewardRequestError as exc:
+        if exc.status in (401, 403):
+            raise UserError(
+                f"the reward service at {', '.join(urls)} refused the token (HTTP {exc.status}): give "
+                "the service's token with --reward_token or REWARD_API_TOKEN",
+                EXIT_SERVICE_AT_START,
+            ) from None
+        raise UserError(f"the reward service refused GET /v1/rewards: {exc}", EXIT_SERVICE_AT_START) from None
+    except RewardServiceError as exc:
+        raise UserError(
+            f"the reward service at {', '.join(urls)} is not reachable ({exc}): start it (`python -m "
+            "services.reward_api`) or fix --reward_urls",
+            EXIT_SERVICE_AT_START,
+        ) from None
+
+
+def plot_per_category(metrics: dict, name: str, path: Path) -> Path | None:
+    """Bar chart of each category's AP, AP50 and NMS-AP (None when the answer has no breakdown)."""
+    rows = metrics.get("per_category") or []
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [row["category"] for row in rows]
+    keys = [("ap", "AP"), ("ap50", "AP50"), ("nms_ap", "NMS-AP")]
+    width = 0.8 / len(keys)
+    figure, axis = plt.subplots(figsize=(max(5.0, 0.6 * len(labels) + 2), 3.8))
+    for index, (key, title) in enumerate(keys):
+        values = [100 * (row.get(key) or 0.0) for row in rows]
+        axis.bar([i + index * width for i in range(len(labels))], values, width, label=title)
+    axis.set_xticks([i + width for i in range(len(labels))], labels, rotation=45, ha="right", fontsize=8)
+    axis.set_ylabel("%")
+    axis.set_title(f"{name}: per category (mAP {100 * (metrics.get('ap') or 0.0):.1f})")
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3, axis="y")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    return run_command(_main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = parse_args(argv)
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    device = pick_device(args.device)
-    dtype = pick_dtype(args.dtype, device)
-    processor = model_utils.load_processor(args.model, args.min_pixels, args.max_pixels)
-    examples = data.read_vlm_r1(args.data, args.images, processor.image_processor, args.max_samples)
-    categories = asked_categories(args.data, args.max_samples)
+    quiet_logs()
+    check_model_folder(args.model)
+    urls = service_urls(args.urls)
+    token = args.token or os.environ.get("REWARD_API_TOKEN") or None
+    out_dir = Path(args.output_dir)
+    with RewardClient(urls, token=token, timeout=args.reward_timeout) as client:
+        check_service(client, urls)
+        try:
+            coordinates = data.coordinate_convention(args.model)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        processor = model_utils.load_processor(args.model, args.min_pixels, args.max_pixels)
+        examples = data.read_vlm_r1(args.data, args.images, processor.image_processor, args.max_samples, coordinates)
+        categories = asked_categories(args.data, args.max_samples)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        device = pick_device(args.device)
+        dtype = pick_dtype(args.dtype, device)
 
-    started = time.perf_counter()
-    model = model_utils.load_model(args.model, dtype).to(device).eval()
-    loaded = time.perf_counter()
-    completions = generate_completions(model, processor, examples, args.template, args.batch_size, args.max_new_tokens)
-    generated = time.perf_counter()
-    records = completion_records(examples, completions, args.template, categories)
-    write_jsonl(records, out_dir / "completions.jsonl")
+        started = time.perf_counter()
+        model = model_utils.load_model(args.model, dtype).to(device).eval()
+        loaded = time.perf_counter()
+        completions = generate_completions(
+            model, processor, examples, args.template, args.batch_size, args.max_new_tokens
+        )
+        generated = time.perf_counter()
+        records = completion_records(examples, completions, args.template, categories)
+        saved = out_dir / "completions.jsonl"
+        write_jsonl(records, saved)
 
-    urls = args.url or [os.environ.get("REWARD_API_URL", "http://127.0.0.1:8000")]
-    images = [{"completion": r["completion"], "solution": r["solution"]} for r in records]
-    with RewardClient(urls, token=args.token, timeout=600.0) as client:
-        metrics = evaluate_images(client, images, categories)
+        images = [{"completion": r["completion"], "solution": r["solution"]} for r in records]
+        try:
+            metrics = evaluate_images(client, images, categories)
+        except RewardServiceError as exc:
+            raise UserError(
+                f"scoring failed ({exc}). The {len(records)} completions are saved in {saved}: once the service "
+                f"answers, score them without generating again: python -m shared.evaluate {saved} --url URL",
+                EXIT_REWARD_SERVICE,
+            ) from None
     scored = time.perf_counter()
 
     name = args.name or Path(args.model).name
@@ -193,13 +350,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "model": args.model,
         "data": args.data,
         "template": args.template,
+        "coordinates": coordinates,
         "metrics": metrics,
         "timing": timing,
         "table": table,
     }
     with open(out_dir / "metrics.json", "w", encoding="utf-8") as handle:
         json.dump(result, handle, indent=2)
-    print(f"completions: {out_dir / 'completions.jsonl'}; metrics: {out_dir / 'metrics.json'}", file=sys.stderr)
+    picture = plot_per_category(metrics, name, out_dir / "per_category.png")
+    print(
+        f"completions: {saved}; metrics: {out_dir / 'metrics.json'}"
+        + (f"; per-category picture: {picture}" if picture else ""),
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -3,7 +3,9 @@
 The processor needs care on machines without torchvision: Qwen2.5-VL's processor has a video
 processor, which needs torchvision, and ``AutoProcessor.from_pretrained`` then silently returns the
 bare tokenizer (TRL later fails with ``KeyError: 'pixel_values'``). `load_processor` detects that and
-builds the processor from its image processor and tokenizer alone (`ImageOnlyQwen2_5_VLProcessor`).
+builds the processor from its image processor and tokenizer alone (`image_only_processor`, for
+Qwen2-VL, Qwen2.5-VL and Qwen3-VL alike). Checkpoints are saved naming the standard processor class
+(`save_processor`), so that ``AutoProcessor.from_pretrained`` loads them where torchvision exists.
 """
 
 from __future__ import annotations
@@ -21,28 +23,72 @@ logger = logging.getLogger(__name__)
 LANGUAGE_LORA_TARGETS = r"^(?!.*visual).*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"
 
 
-def _image_only_processor_class():
-    from transformers import Qwen2_5_VLProcessor
+# The processor class each family's checkpoint names (processor_config.json), so that
+# ``AutoProcessor.from_pretrained`` builds the standard processor where torchvision exists.
+STANDARD_PROCESSORS = {
+    "qwen2_5_vl": "Qwen2_5_VLProcessor",
+    "qwen2_vl": "Qwen2VLProcessor",
+    "qwen3_vl": "Qwen3VLProcessor",
+    "qwen3_vl_moe": "Qwen3VLProcessor",
+}
+
+
+def _image_only_processor_class(model_type: str = "qwen2_5_vl"):
+    import transformers
     from transformers.processing_utils import ProcessorMixin
 
-    class ImageOnlyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
-        """Qwen2.5-VL's processor without the video processor (which needs torchvision). Images and
+    base: Any = getattr(transformers, STANDARD_PROCESSORS.get(model_type, "Qwen2_5_VLProcessor"))
+
+    class ImageOnlyProcessor(base):
+        """The family's processor without the video processor (which needs torchvision). Images and
         text behave exactly as in the full processor; asking it for videos fails."""
 
         def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-            self.image_token = getattr(tokenizer, "image_token", None) or "<|image_pad|>"
-            self.video_token = getattr(tokenizer, "video_token", None) or "<|video_pad|>"
-            self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
-            self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
+            for kind in ("image", "video", "vision_start", "vision_end"):
+                default = {
+                    "image": "<|image_pad|>",
+                    "video": "<|video_pad|>",
+                    "vision_start": "<|vision_start|>",
+                    "vision_end": "<|vision_end|>",
+                }[kind]
+                token = getattr(tokenizer, f"{kind}_token", None) or default
+                setattr(self, f"{kind}_token", token)
+                setattr(self, f"{kind}_token_id", tokenizer.convert_tokens_to_ids(token))
             ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
 
-    return ImageOnlyQwen2_5_VLProcessor
+    ImageOnlyProcessor.__name__ = ImageOnlyProcessor.__qualname__ = f"ImageOnly{base.__name__}"
+    return ImageOnlyProcessor
 
 
-def image_only_processor(image_processor: Any, tokenizer: Any, chat_template: str | None):
-    return _image_only_processor_class()(
+def image_only_processor(
+    image_processor: Any, tokenizer: Any, chat_template: str | None, model_type: str = "qwen2_5_vl"
+):
+    return _image_only_processor_class(model_type)(
         image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template
     )
+
+
+def model_type(model_path: str | Path) -> str:
+    """``model_type`` of the model saved in ``model_path`` (qwen2_5_vl when unreadable)."""
+    config = Path(model_path) / "config.json"
+    if config.is_file():
+        return str(json.loads(config.read_text(encoding="utf-8")).get("model_type", "qwen2_5_vl"))
+    return "qwen2_5_vl"
+
+
+def save_processor(processor: Any, out_dir: str | Path, family: str) -> None:
+    """``processor.save_pretrained(out_dir)`` naming the family's standard processor class (not our
+    image-only subclass), so that ``AutoProcessor.from_pretrained(out_dir)`` loads it."""
+    out = Path(out_dir)
+    processor.save_pretrained(out)
+    standard = STANDARD_PROCESSORS.get(family, "Qwen2_5_VLProcessor")
+    for name in ("processor_config.json", "tokenizer_config.json"):
+        path = out / name
+        if path.is_file():
+            content = json.loads(path.read_text(encoding="utf-8"))
+            if "processor_class" in content:
+                content["processor_class"] = standard
+                path.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
 
 
 def _chat_template(path: Path, tokenizer: Any) -> str | None:
@@ -74,11 +120,14 @@ def load_processor(
     try:
         processor = AutoProcessor.from_pretrained(model_path)
     except (ImportError, OSError, ValueError) as exc:
-        logger.info("AutoProcessor could not load %s (%s); building it without a video processor", model_path, exc)
+        logger.debug("AutoProcessor could not load %s (%s); building it without a video processor", model_path, exc)
     if processor is None or not hasattr(processor, "image_processor"):
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         processor = image_only_processor(
-            AutoImageProcessor.from_pretrained(model_path), tokenizer, _chat_template(Path(model_path), tokenizer)
+            AutoImageProcessor.from_pretrained(model_path),
+            tokenizer,
+            _chat_template(Path(model_path), tokenizer),
+            model_type(model_path),
         )
     if min_pixels is not None or max_pixels is not None:
         size = dict(processor.image_processor.size)
@@ -110,7 +159,7 @@ def load_model(model_path: str, dtype: str | None = None, attn_implementation: s
 
 def vision_modules(model: Any) -> list:
     """The vision tower (and its merger) of a Qwen2-VL style model."""
-    found = []
+    found: list[tuple[str, Any]] = []
     for name, module in model.named_modules():
         if name.endswith("visual") and not any(name.startswith(f + ".") for f, _ in found):
             found.append((name, module))

@@ -93,9 +93,16 @@ class HeldOutArguments:
     )
 
 
-def heldout_callback(options: Any, processor: Any, output_dir: str | Path, template: str):
+def heldout_callback(
+    options: Any,
+    processor: Any,
+    output_dir: str | Path,
+    template: str,
+    coordinates: str = "pixels",
+):
     """The `HeldOutEvaluation` the options (`HeldOutArguments` and `ServiceArguments`) ask for, or
-    None without ``--heldout_data``."""
+    None without ``--heldout_data``; ground truth in the model's ``coordinates``
+    (`trainer.data.coordinate_convention`)."""
     if not options.heldout_data:
         return None
     from shared.client import RewardClient
@@ -104,7 +111,11 @@ def heldout_callback(options: Any, processor: Any, output_dir: str | Path, templ
     from trainer.evaluate import asked_categories
 
     examples = data.read_vlm_r1(
-        options.heldout_data, options.heldout_images, processor.image_processor, options.heldout_max_samples
+        options.heldout_data,
+        options.heldout_images,
+        processor.image_processor,
+        options.heldout_max_samples,
+        coordinates,
     )
     settings = options.client_settings()
     settings["timeout"] = max(settings["timeout"], 600.0)  # one /v1/evaluate call scores the whole set

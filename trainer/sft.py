@@ -9,7 +9,9 @@ the resized image the model sees). Only the completion is learnt. The checkpoint
 
 Arguments are TRL's ``SFTConfig`` and ``ModelConfig`` plus the shared data, held-out and time-limit
 options (`trainer.options`). With ``--heldout_data`` the reward service (``--reward_urls``) scores
-the held-out answers during training, exactly as in GRPO.
+the held-out answers during training, exactly as in GRPO. ``--resume_from_checkpoint`` (a path or
+``last``) resumes a stopped run; user mistakes end with one line and an exit code of
+`trainer.errors`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainer.errors import (
+    UserError,
+    check_model_folder,
+    offline_by_default,
+    quiet_logs,
+    run_command,
+)
 from trainer.options import DataArguments, HeldOutArguments, ServiceArguments
+
+offline_by_default()  # before transformers is imported: a missing model folder fails at once
 
 logger = logging.getLogger("trainer.sft")
 
@@ -50,11 +61,19 @@ def build_sft_dataset(examples: Sequence[Any], template: str, thinking: str | No
 def parse_arguments(argv: Sequence[str] | None) -> tuple[SFTArguments, Any, Any]:
     from trl import ModelConfig, SFTConfig, TrlParser
 
-    options, args, model_args = TrlParser((SFTArguments, SFTConfig, ModelConfig)).parse_args_and_config(argv)
+    # transformers types the dataclasses as a NewType of Any, which no class satisfies
+    dataclasses: Any = (SFTArguments, SFTConfig, ModelConfig)
+    parser = TrlParser(dataclasses, prog="od-sft", description=__doc__.split("\n\n")[0])
+    quiet_logs()
+    try:
+        options, args, model_args = parser.parse_args_and_config(argv)
+    except ValueError as exc:  # TrainingArguments' own checks, e.g. bf16 (TRL's default) on a CPU-only machine
+        raise UserError(f"invalid arguments: {exc}") from None
     if not model_args.model_name_or_path:
-        raise SystemExit("--model_name_or_path (a local model directory) is required")
+        raise UserError("--model_name_or_path (a local model directory) is required")
+    check_model_folder(model_args.model_name_or_path)
     if not options.data_files:
-        raise SystemExit("--data_files is required")
+        raise UserError("--data_files is required")
     # Images are opened on access (the dataset's transform) and the columns the collator reads are
     # not the model's arguments: Trainer must keep them.
     args.remove_unused_columns = False
@@ -64,36 +83,54 @@ def parse_arguments(argv: Sequence[str] | None) -> tuple[SFTArguments, Any, Any]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return run_command(_main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     from trl import SFTTrainer
 
     from trainer.callbacks import NonFiniteGuard, TimeLimit
-    from trainer.model import load_model, load_processor
+    from trainer.model import load_model, load_processor, model_type, save_processor
     from trainer.options import heldout_callback
     from trainer.telemetry import Telemetry, TelemetryCallback
-    from trainer.train import load_training_data, run_training
+    from trainer.train import (
+        coordinates_of,
+        describe_service,
+        full_weights,
+        load_training_data,
+        load_weights_here,
+        resume_checkpoint,
+        run_training,
+    )
 
     options, args, model_args = parse_arguments(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per reward request otherwise
+    quiet_logs()
+    resume = resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
+    if options.heldout_data:
+        describe_service(options)  # the held-out rounds need it: fail now, not after the first steps
+    coordinates = coordinates_of(model_args.model_name_or_path)
     processor = load_processor(model_args.model_name_or_path, options.min_pixels, options.max_pixels)
-    examples, _ = load_training_data(options, processor)
+    examples, _ = load_training_data(options, processor, coordinates)
     dataset = build_sft_dataset(examples, options.question_template, options.thinking)
-    model = load_model(model_args.model_name_or_path, model_args.dtype, model_args.attn_implementation)
+    source = resume if full_weights(resume) else model_args.model_name_or_path
+    model = load_model(str(source), model_args.dtype, model_args.attn_implementation)
 
     summary = TelemetryCallback(Telemetry(), args.output_dir, [])  # train_summary.json, as GRPO writes it
     callbacks = [summary, NonFiniteGuard(), TimeLimit(options.max_seconds)]
-    heldout = heldout_callback(options, processor, args.output_dir, options.question_template)
+    heldout = heldout_callback(options, processor, args.output_dir, options.question_template, coordinates)
     if heldout is not None:
         callbacks.insert(0, heldout)  # before the summary: its last round is in train_summary.json
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor, callbacks=callbacks)
     if heldout is not None:
         heldout.trainer = trainer
-    status = run_training(trainer, summary)
+    load_weights_here(trainer, resume)
+    status = run_training(trainer, summary, resume)
     if status != 0:
         return status
     trainer.save_model(args.output_dir)
     if trainer.is_world_process_zero():
-        processor.save_pretrained(args.output_dir)
+        save_processor(processor, args.output_dir, model_type(model_args.model_name_or_path))
         print(f"SFT checkpoint: {Path(args.output_dir)}", file=sys.stderr)
     return 0
 

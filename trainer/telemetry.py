@@ -137,9 +137,14 @@ class TelemetryCallback(TrainerCallback):
         self.status = "running"
         self.error: str | None = None
         self.log_history: list[dict] = []
+        self.global_step = 0  # the optimizer step reached (counts a resumed run's earlier steps)
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._train_start = time.perf_counter()
+        # Resumed from a checkpoint: the state carries the log of the steps before it.
+        self.global_step = state.global_step
+        if not self.log_history:
+            self.log_history = [entry for entry in state.log_history if self._is_step_log(entry)]
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._step_start = time.perf_counter()
@@ -149,6 +154,7 @@ class TelemetryCallback(TrainerCallback):
         seconds = time.perf_counter() - self._step_start
         wait = self.telemetry.wait_total_s - self._wait_at_step_start
         self.steps.append({"step": state.global_step, "seconds": seconds, "reward_wait_seconds": wait})
+        self.global_step = state.global_step
         self.telemetry.step.set(state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -156,9 +162,13 @@ class TelemetryCallback(TrainerCallback):
             if key.startswith("rewards/") and key.endswith("/mean"):
                 self.telemetry.reward_mean.labels(reward=key[len("rewards/") : -len("/mean")]).set(value)
         numbers = {k: v for k, v in (logs or {}).items() if isinstance(v, (int, float))}
-        # Training steps and held-out rounds; not the end-of-training totals (train_runtime, ...).
-        if any(key == "loss" or key.startswith(("rewards/", "heldout/")) for key in numbers):
+        if self._is_step_log(numbers):
             self.log_history.append({"step": state.global_step, **numbers})
+
+    @staticmethod
+    def _is_step_log(entry: dict) -> bool:
+        """Training steps and held-out rounds; not the end-of-training totals (train_runtime, ...)."""
+        return any(key == "loss" or str(key).startswith(("rewards/", "heldout/")) for key in entry)
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.status == "running":
@@ -183,7 +193,8 @@ class TelemetryCallback(TrainerCallback):
         return {
             "status": self.status,
             "error": self.error,
-            "steps": len(self.steps),
+            "steps": len(self.steps),  # run by this process (a resumed run: since the checkpoint)
+            "global_step": self.global_step,
             "train_seconds": train_s,
             "steps_per_second": len(self.steps) / step_s if step_s else None,
             "steady_steps_per_second": len(steady) / steady_s if steady_s else None,

@@ -1,4 +1,4 @@
-"""A small, randomly initialised Qwen2.5-VL, built offline: ``python -m trainer.tiny_model OUT_DIR [--preset P]``.
+"""A small, randomly initialised Qwen2.5-VL or Qwen3-VL, built offline: ``python -m trainer.tiny_model OUT_DIR``.
 
 The real architecture (vision tower, merger, M-RoPE language model), the real image processor, a
 byte-level BPE tokenizer trained here on the research's prompts with Qwen's special tokens and a
@@ -9,8 +9,11 @@ Qwen2-VL chat template. Two presets (`PRESETS`):
 * ``small``: tens of millions of parameters, a tokenizer that splits every digit into its own token
   (so coordinates are spelt digit by digit, as Qwen's own tokenizer does), and images of up to
   36 merged patches (168 x 168 pixels), large enough to see the shapes of ``trainer.synthetic
-  --preset small`` (sides of 20 to 55 pixels). Trained from scratch with ``trainer.sft``, it is the miniature of the research
-  that ``bench/efficacy.sh`` trains and measures on one GPU.
+  --preset small`` (sides of 20 to 55 pixels). Trained from scratch with ``trainer.sft``, it is the
+  miniature of the research that ``bench/efficacy.sh`` trains and measures on one GPU.
+
+``--family qwen3_vl`` builds either preset as a Qwen3-VL instead (deepstack vision features,
+interleaved M-RoPE, 16-pixel patches; boxes in 0-1000, see trainer.data).
 
 ``AutoModelForImageTextToText.from_pretrained(OUT_DIR)`` and ``AutoTokenizer``/``AutoImageProcessor``
 load it; ``trainer.model.load_processor(OUT_DIR)`` gives the processor (without a video processor
@@ -25,6 +28,7 @@ import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from trainer import prompts
 
@@ -139,6 +143,61 @@ def build_tokenizer(vocab_size: int = 512, split_digits: bool = False):
     return tokenizer
 
 
+FAMILIES = ("qwen2_5_vl", "qwen3_vl")
+# Qwen3-VL sees 16-pixel patches (32-pixel merged patches), Qwen2.5-VL 14 (28): the presets' pixel
+# bounds, given in 28-pixel cells, are scaled by this to keep the same number of image tokens.
+PATCH_SIZE = {"qwen2_5_vl": 14, "qwen3_vl": 16}
+
+
+def build_qwen3_vl_config(tokenizer, preset: Preset = PRESETS["tiny"]):
+    """Qwen3-VL's architecture (deepstack vision features, interleaved M-RoPE) at ``preset``'s sizes."""
+    from transformers import Qwen3VLConfig
+
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
+    hidden_size, vision_hidden = preset.hidden_size, preset.vision_hidden
+    head_dim = hidden_size // preset.heads
+    spatial = (head_dim // 2) * 5 // 16  # Qwen3-VL's [24, 20, 20] of 64 rotary pairs, in proportion
+    return Qwen3VLConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": hidden_size,
+            "intermediate_size": 2 * hidden_size,
+            "num_hidden_layers": preset.layers,
+            "num_attention_heads": preset.heads,
+            "num_key_value_heads": preset.kv_heads,
+            "head_dim": head_dim,
+            "max_position_embeddings": 4096,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 5000000.0,
+                "mrope_section": [head_dim // 2 - 2 * spatial, spatial, spatial],
+                "mrope_interleaved": True,
+            },
+            "bos_token_id": ids["<|endoftext|>"],
+            "eos_token_id": ids["<|im_end|>"],
+            "pad_token_id": ids["<|endoftext|>"],
+            "tie_word_embeddings": False,
+        },
+        vision_config={
+            "depth": preset.vision_depth,
+            "hidden_size": vision_hidden,
+            "intermediate_size": 2 * vision_hidden,
+            "num_heads": preset.vision_heads,
+            "out_hidden_size": hidden_size,
+            "patch_size": PATCH_SIZE["qwen3_vl"],
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "num_position_embeddings": 2304,
+            "deepstack_visual_indexes": list(range(min(preset.vision_depth, preset.layers) - 1)) or [0],
+        },
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False,
+    )
+
+
 def build_config(tokenizer, preset: Preset = PRESETS["tiny"]):
     from transformers import Qwen2_5_VLConfig
 
@@ -219,27 +278,36 @@ def build(
     max_pixels: int | None = None,
     eos_rate: float | None = 0.06,
     preset: str = "tiny",
+    family: str = "qwen2_5_vl",
 ) -> Path:
     """Write the model, tokenizer, image processor and processor config of ``preset`` to ``out_dir``.
 
     ``min_pixels``/``max_pixels`` default to the preset's; ``eos_rate`` (see `raise_end_of_text`)
     makes a random model end its answers; None leaves the model as initialised (the ``small``
-    preset is trained with SFT first, which teaches it to end)."""
+    preset is trained with SFT first, which teaches it to end). ``family``: ``qwen2_5_vl`` (boxes in
+    pixels of the resized image) or ``qwen3_vl`` (boxes in 0-1000), see trainer.data."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; choose one of {', '.join(FAMILIES)}")
     sizes = PRESETS[preset]
     import torch
-    from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration, Qwen3VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    from trainer.model import image_only_processor
+    from trainer.model import image_only_processor, save_processor
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     tokenizer = build_tokenizer(sizes.vocab_size, sizes.split_digits)
-    config = build_config(tokenizer, sizes)
-    model = Qwen2_5_VLForConditionalGeneration(config)
+    model: Any
+    if family == "qwen3_vl":
+        config = build_qwen3_vl_config(tokenizer, sizes)
+        model = Qwen3VLForConditionalGeneration(config)
+    else:
+        config = build_config(tokenizer, sizes)
+        model = Qwen2_5_VLForConditionalGeneration(config)
     if eos_rate is not None:
         raise_end_of_text(model, [config.text_config.eos_token_id, config.text_config.bos_token_id], eos_rate)
     model.generation_config = GenerationConfig(
@@ -250,23 +318,35 @@ def build(
         temperature=1.0,
     )
     model.save_pretrained(out)
-    image_processor = Qwen2VLImageProcessorPil(
-        min_pixels=sizes.min_pixels if min_pixels is None else min_pixels,
-        max_pixels=sizes.max_pixels if max_pixels is None else max_pixels,
-    )
-    processor = image_only_processor(image_processor, tokenizer, CHAT_TEMPLATE)
-    processor.save_pretrained(out)
-    tokenizer.save_pretrained(out)  # tokenizer_config.json carries the chat template too
-    # Name the standard processor class, so that where torchvision exists AutoProcessor builds the
-    # full Qwen2.5-VL processor from these files.
+    cell = (PATCH_SIZE[family] * 2 / 28) ** 2  # the presets' bounds are in 28-pixel cells
+    settings: dict[str, Any] = {
+        "min_pixels": min_pixels if min_pixels is not None else round(sizes.min_pixels * cell),
+        "max_pixels": max_pixels if max_pixels is not None else round(sizes.max_pixels * cell),
+        "patch_size": PATCH_SIZE[family],
+        "merge_size": 2,
+    }
+    if family == "qwen3_vl":  # Qwen3-VL normalises pixels to [-1, 1]
+        settings.update(image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+    image_processor = Qwen2VLImageProcessorPil(**settings)
+    processor = image_only_processor(image_processor, tokenizer, CHAT_TEMPLATE, family)
+    # The standard processor class is named, so that where torchvision exists AutoProcessor builds
+    # the full processor from these files; tokenizer_config.json carries the chat template too.
+    save_processor(processor, out, family)
+    tokenizer.save_pretrained(out)
+    save_processor_class(out, family)
+    return out
+
+
+def save_processor_class(out: Path, family: str) -> None:
+    from trainer.model import STANDARD_PROCESSORS
+
     for name in ("processor_config.json", "tokenizer_config.json"):
         path = out / name
         if path.is_file():
             data = json.loads(path.read_text())
             if "processor_class" in data:
-                data["processor_class"] = "Qwen2_5_VLProcessor"
+                data["processor_class"] = STANDARD_PROCESSORS[family]
                 path.write_text(json.dumps(data, indent=2) + "\n")
-    return out
 
 
 def parameter_count(model) -> int:
@@ -274,20 +354,26 @@ def parameter_count(model) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer.tiny_model", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="od-tiny-model", description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir")
     parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model size (default: tiny)")
+    parser.add_argument(
+        "--family",
+        default="qwen2_5_vl",
+        choices=FAMILIES,
+        help="architecture: qwen2_5_vl (boxes in resized pixels) or qwen3_vl (boxes in 0-1000)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--min-pixels", type=int, default=None, help="default: the preset's")
     parser.add_argument("--max-pixels", type=int, default=None, help="default: the preset's")
     args = parser.parse_args(argv)
     # The tiny model is used untrained, so it must end its answers; the small one learns it in SFT.
     eos_rate = 0.06 if args.preset == "tiny" else None
-    out = build(args.out_dir, args.seed, args.min_pixels, args.max_pixels, eos_rate, args.preset)
+    out = build(args.out_dir, args.seed, args.min_pixels, args.max_pixels, eos_rate, args.preset, args.family)
     from transformers import AutoModelForImageTextToText
 
     model = AutoModelForImageTextToText.from_pretrained(out)
-    print(f"{args.preset} Qwen2.5-VL ({parameter_count(model):,} parameters) written to {out}")
+    print(f"{args.preset} {args.family} ({parameter_count(model):,} parameters) written to {out}")
     return 0
 
 

@@ -9,7 +9,10 @@ The rewards: one async TRL reward function per configured reward (so TRL logs
 ``rewards/<name>/mean``), all served by ONE ``POST /v1/score`` per generation batch through
 ``shared.adapters.trl``. Weights are ``GRPOConfig.reward_weights``. When the service stays
 unreachable beyond the client's retry budget the step raises ``RewardServiceError``: training stops
-with that message (exit status 3); no reward is made up.
+with that message (exit status 3); no reward is made up, and the run resumes from its last
+checkpoint with ``--resume_from_checkpoint`` (a path, or ``last``).
+
+User mistakes end with one line and an exit code of `trainer.errors` (the README's table).
 """
 
 from __future__ import annotations
@@ -24,15 +27,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainer.errors import (
+    EXIT_REWARD_SERVICE,
+    EXIT_SERVICE_AT_START,
+    EXIT_STOPPED,
+    UserError,
+    check_model_folder,
+    offline_by_default,
+    quiet_logs,
+    run_command,
+)
 from trainer.options import DataArguments, HeldOutArguments, ServiceArguments
+
+offline_by_default()  # before transformers is imported: a missing model folder fails at once
 
 logger = logging.getLogger("trainer.train")
 
 REWARD_SERVICE_FILE = "reward_service.json"
 ACCURACY = "accuracy"  # the per-line reward (accu_reward_method), see ODArguments.rewards
-EXIT_REWARD_SERVICE = 3
-EXIT_STOPPED = 4  # a guard stopped training (NaN loss or gradient)
 DEFAULT_ATTENTION = "eager"
+LAST_CHECKPOINT = ("last", "latest", "true")  # --resume_from_checkpoint values meaning the newest one
 
 
 @dataclass
@@ -97,7 +111,7 @@ def build_reward_functions(
     from shared.adapters.trl import PerRowReward, make_reward_functions
 
     rewards: list = []
-    for spec, ref in zip(specs, reward_refs(specs)):
+    for spec, ref in zip(specs, reward_refs(specs), strict=True):
         name, version = parse_reward(spec)
         if name != ACCURACY:
             rewards.append(ref)
@@ -148,11 +162,12 @@ class RunRecord:
     default settings as it reported them before training, what the run asked for, and the reward
     versions that actually scored it (from the answers)."""
 
-    def __init__(self, path: Path, base: dict) -> None:
+    def __init__(self, path: Path, base: dict, previous: dict | None = None) -> None:
         self.path = path
         self.data = dict(base)
-        self.data["versions_used"] = {}
-        self.data["unscored_samples"] = 0
+        # A resumed run goes on with what scored it so far (checked by check_resumed_versions).
+        self.data["versions_used"] = dict((previous or {}).get("versions_used", {}))
+        self.data["unscored_samples"] = int((previous or {}).get("unscored_samples", 0))
         self.write()
 
     def on_scored(self, response: Any) -> None:
@@ -180,11 +195,27 @@ class RunRecord:
 
 def describe_service(od: ServiceArguments) -> dict:
     """GET /v1/rewards (with the client's retries): fails before any model is loaded if the service
-    is not there, or does not serve a requested reward."""
-    from shared.client import RewardClient
+    is not there, refuses the token, or does not answer like a reward service."""
+    from shared.client import RewardClient, RewardRequestError, RewardServiceError
 
-    with RewardClient(od.urls(), token=od.token(), **od.client_settings()) as client:
-        return client.rewards_catalogue()
+    urls = ", ".join(od.urls())
+    try:
+        with RewardClient(od.urls(), token=od.token(), **od.client_settings()) as client:
+            return client.rewards_catalogue()
+    except RewardRequestError as exc:
+        if exc.status in (401, 403):
+            raise UserError(
+                f"the reward service at {urls} refused the token (HTTP {exc.status}: {exc.detail}): give "
+                "the service's token with --reward_token or REWARD_API_TOKEN",
+                EXIT_SERVICE_AT_START,
+            ) from None
+        raise UserError(f"the reward service at {urls} refused GET /v1/rewards: {exc}", EXIT_SERVICE_AT_START) from None
+    except RewardServiceError as exc:
+        raise UserError(
+            f"the reward service at {urls} is not reachable ({exc}): start it (`python -m "
+            "services.reward_api`, or `make serve`) or fix --reward_urls",
+            EXIT_SERVICE_AT_START,
+        ) from None
 
 
 def check_rewards(catalogue: dict, names: Sequence[str]) -> None:
@@ -196,20 +227,114 @@ def check_rewards(catalogue: dict, names: Sequence[str]) -> None:
             known.update(str(alias) for alias in entry.get("aliases", []) or [])
     missing = [n for n in names if known and n not in known]
     if missing:
-        raise SystemExit(f"the reward service does not serve {missing}; it serves {sorted(known)}")
+        raise UserError(
+            f"the reward service does not serve {missing}; it serves {sorted(known)}: fix --rewards",
+            EXIT_SERVICE_AT_START,
+        )
+
+
+def resume_checkpoint(requested: str | None, output_dir: str | Path) -> Path | None:
+    """The checkpoint folder ``--resume_from_checkpoint`` names: a path, or ``last`` for the newest
+    ``checkpoint-N`` of ``output_dir``; UserError when there is none."""
+    if requested in (None, "", "false", "False"):
+        return None
+    if str(requested).lower() in LAST_CHECKPOINT:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        found = get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
+        if found is None:
+            raise UserError(
+                f"--resume_from_checkpoint {requested}: {output_dir} holds no checkpoint-N folder "
+                "(was --save_steps reached? give the checkpoint's path)"
+            )
+        return Path(found)
+    path = Path(requested)
+    if not (path / "trainer_state.json").is_file():
+        raise UserError(
+            f"checkpoint {path} does not exist or is not a Trainer checkpoint (no trainer_state.json): "
+            f"give a checkpoint-N folder of a run's --output_dir, or 'last'"
+        )
+    return path
+
+
+def recorded_service(checkpoint: Path) -> dict | None:
+    """The reward_service.json saved with ``checkpoint`` (or its run's), None if neither exists."""
+    for folder in (checkpoint, checkpoint.parent):
+        path = folder / REWARD_SERVICE_FILE
+        if path.is_file():
+            return json.loads(path.read_text(encoding="utf-8"))
+    return None
+
+
+def check_resumed_versions(recorded: dict | None, catalogue: dict, specs: Sequence[str]) -> None:
+    """Refuse to resume when a reward that scored the run so far would now be scored by another
+    version: a pinned version the service no longer serves, or an unpinned name whose default moved."""
+    if not recorded:
+        return
+    pinned = {name: version for name, version in map(parse_reward, specs) if version}
+    entries = {str(e.get("name")): e for e in catalogue.get("rewards", []) if isinstance(e, dict)}
+    changed = []
+    for name, used in (recorded.get("versions_used") or {}).items():
+        entry = entries.get(name)
+        if entry is None:
+            changed.append(f"{name} (version {used}) is no longer served")
+            continue
+        now = pinned.get(name, entry.get("default_version"))
+        if str(now) != str(used):
+            changed.append(f"{name} was scored with version {used}, the service would now use version {now}")
+        elif name in pinned and str(now) not in {str(v) for v in entry.get("versions", {}) or {now: None}}:
+            changed.append(f"{name}@{now} is no longer served")
+    if changed:
+        pins = " ".join(f"{n}@{v}" for n, v in (recorded.get("versions_used") or {}).items())
+        raise UserError(
+            "cannot resume: the reward service changed since the checkpoint: "
+            + "; ".join(changed)
+            + f". Resume with the versions pinned (--rewards {pins}), or start a new run",
+            EXIT_SERVICE_AT_START,
+        )
+
+
+def tie_cosine_length(params: dict | None, specs: Sequence[str], max_completion_length: int | None) -> dict | None:
+    """cosine's ``max_length`` is the run's ``max_completion_length`` unless reward_params sets it
+    (its default, 1,024 tokens, gives no signal to a run whose completions stop at 32).
+
+    >>> tie_cosine_length(None, ["format", "cosine"], 32)
+    {'cosine': {'max_length': 32}}
+    >>> tie_cosine_length({"cosine": {"max_length": 512}}, ["cosine"], 32)
+    {'cosine': {'max_length': 512}}
+    >>> tie_cosine_length(None, ["format"], 32) is None
+    True
+    """
+    if max_completion_length is None or "cosine" not in {parse_reward(spec)[0] for spec in specs}:
+        return params
+    out = {name: dict(values) for name, values in (params or {}).items()}
+    out.setdefault("cosine", {}).setdefault("max_length", int(max_completion_length))
+    return out
 
 
 def parse_arguments(argv: Sequence[str] | None) -> tuple[ODArguments, Any, Any]:
     from trl import GRPOConfig, ModelConfig, TrlParser
 
-    od, args, model_args = TrlParser((ODArguments, GRPOConfig, ModelConfig)).parse_args_and_config(argv)
+    # transformers types the dataclasses as a NewType of Any, which no class satisfies
+    dataclasses: Any = (ODArguments, GRPOConfig, ModelConfig)
+    parser = TrlParser(dataclasses, prog="od-train", description=__doc__.split("\n\n")[0])
+    quiet_logs()
+    try:
+        od, args, model_args = parser.parse_args_and_config(argv)
+    except ValueError as exc:  # TrainingArguments' own checks, e.g. bf16 (TRL's default) on a CPU-only machine
+        raise UserError(f"invalid arguments: {exc}") from None
     if not model_args.model_name_or_path:
-        raise SystemExit("--model_name_or_path (a local model directory) is required")
+        raise UserError("--model_name_or_path (a local model directory) is required")
+    check_model_folder(model_args.model_name_or_path)
     if not od.data_files:
-        raise SystemExit("--data_files is required")
+        raise UserError("--data_files is required")
     names = [parse_reward(spec)[0] for spec in od.rewards]
     if args.reward_weights is not None and len(args.reward_weights) != len(names):
-        raise SystemExit(f"reward_weights has {len(args.reward_weights)} entries for {len(names)} rewards {names}")
+        raise UserError(f"reward_weights has {len(args.reward_weights)} entries for {len(names)} rewards {names}")
+    try:
+        od.params()
+    except json.JSONDecodeError as exc:
+        raise UserError(f'--reward_params is not JSON ({exc}): e.g. \'{{"cosine": {{"max_length": 256}}}}\'') from None
     if model_args.attn_implementation is None:
         # sdpa (the default) gave NaN gradients at the first GRPO step in bf16 on CUDA, with
         # left-padded prompts; eager attention trained. Ask for sdpa or flash_attention_2 explicitly.
@@ -217,41 +342,80 @@ def parse_arguments(argv: Sequence[str] | None) -> tuple[ODArguments, Any, Any]:
     return od, args, model_args
 
 
-def load_training_data(od: DataArguments, processor: Any) -> tuple[list, Any]:
-    """(examples, the GRPO dataset) read with the project's one VLM-R1 reader."""
+def coordinates_of(model_path: str) -> str:
     from trainer import data as data_module
 
-    examples = data_module.read_vlm_r1(od.data_files, od.image_folders, processor.image_processor, od.max_samples)
+    try:
+        return data_module.coordinate_convention(model_path)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def load_training_data(od: DataArguments, processor: Any, coordinates: str) -> tuple[list, Any]:
+    """(examples, the GRPO dataset) read with the project's one VLM-R1 reader, ground truth in the
+    model's ``coordinates`` (`trainer.data.coordinate_convention`)."""
+    from trainer import data as data_module
+
+    examples = data_module.read_vlm_r1(
+        od.data_files, od.image_folders, processor.image_processor, od.max_samples, coordinates
+    )
     logger.info("%d training samples from %s", len(examples), od.data_files)
     return examples, data_module.build_dataset(examples, od.question_template)
 
 
-def prepare_model(model_args: Any, freeze_vision_modules: bool) -> tuple[Any, Any]:
-    """(model, peft config or None)."""
+def full_weights(checkpoint: Path | None) -> bool:
+    """Whether ``checkpoint`` holds a whole model in the from_pretrained layout (not LoRA adapters
+    alone, nor DeepSpeed ZeRO shards without gathered weights: Trainer resumes those itself)."""
+    if checkpoint is None or not (checkpoint / "config.json").is_file():
+        return False
+    names = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+    return any((checkpoint / name).is_file() for name in names)
+
+
+def prepare_model(model_args: Any, freeze_vision_modules: bool, resume: Path | None = None) -> tuple[Any, Any]:
+    """(model, peft config or None). Resuming full fine-tuning, the weights are the checkpoint's,
+    loaded here (see `load_weights_here`); LoRA adapters are loaded by Trainer on the base model."""
     from trl import get_peft_config
 
     from trainer.model import LANGUAGE_LORA_TARGETS, freeze_vision, load_model
 
-    model = load_model(model_args.model_name_or_path, model_args.dtype, model_args.attn_implementation)
+    source = resume if full_weights(resume) else model_args.model_name_or_path
+    model = load_model(str(source), model_args.dtype, model_args.attn_implementation)
     if freeze_vision_modules:
         logger.info("vision tower frozen (%d parameters)", freeze_vision(model))
     peft_config = get_peft_config(model_args)
     if peft_config is not None and not model_args.lora_target_modules:
-        peft_config.target_modules = LANGUAGE_LORA_TARGETS
+        peft_config.target_modules = LANGUAGE_LORA_TARGETS  # type: ignore[attr-defined]  # a LoraConfig here
     return model, peft_config
 
 
-def run_training(trainer: Any, summary: Any) -> int:
-    """``trainer.train()`` with a record whatever happens: a run that fails for any reason writes
+def load_weights_here(trainer: Any, resume: Path | None) -> None:
+    """Resuming a full fine-tune, Trainer would reload the checkpoint's weights with a plain
+    ``load_state_dict(strict=False)``; transformers 5 saves Qwen-VL weights under the published
+    checkpoint's key names (``visual.*``, ``model.layers.*``), which match none of the model's
+    (``model.visual.*``...), so every weight would silently stay as initialised. The model was
+    loaded from the checkpoint with ``from_pretrained`` instead (`prepare_model`), which maps the
+    names; Trainer still restores the optimizer, scheduler, RNG, step and data position."""
+    if full_weights(resume) and not trainer.is_deepspeed_enabled and not trainer.is_fsdp_enabled:
+        trainer._load_from_checkpoint = lambda resume_from_checkpoint, model=None: None
+
+
+def run_training(trainer: Any, summary: Any, resume: Path | None = None) -> int:
+    """``trainer.train()`` (from ``resume``, a checkpoint: model, optimizer, scheduler, RNG, step and
+    data position) with a record whatever happens: a run that fails for any reason writes
     ``train_summary.json`` with status ``failed`` and the error before the error propagates."""
     from shared.client import RewardServiceError
     from trainer.callbacks import TrainingStopped
 
     try:
-        trainer.train()
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     except RewardServiceError as exc:
         summary.fail(exc)
-        print(f"\ntraining stopped: the reward service did not answer.\n{exc}", file=sys.stderr)
+        print(
+            f"\ntraining stopped: the reward service did not answer.\n{exc}\nOnce it answers again, resume "
+            "with --resume_from_checkpoint last (checkpoints every --save_steps).",
+            file=sys.stderr,
+        )
         return EXIT_REWARD_SERVICE
     except TrainingStopped as exc:
         summary.fail(exc)
@@ -264,28 +428,36 @@ def run_training(trainer: Any, summary: Any) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return run_command(_main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     from trl import GRPOTrainer
 
-    from trainer.callbacks import NonFiniteGuard, TimeLimit
-    from trainer.model import load_processor
+    from trainer.callbacks import CheckpointRecord, NonFiniteGuard, TimeLimit
+    from trainer.model import load_processor, model_type, save_processor
     from trainer.options import heldout_callback
     from trainer.telemetry import Telemetry, TelemetryCallback, default_metrics_port, timed_client_class
 
     od, args, model_args = parse_arguments(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per reward request otherwise
+    quiet_logs()
+    resume = resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
     names = [parse_reward(spec)[0] for spec in od.rewards]
     is_main = _is_main_process()
     catalogue = describe_service(od)
     check_rewards(catalogue, [n for n in names if n != ACCURACY])
+    previous = recorded_service(resume) if resume else None
+    check_resumed_versions(previous, catalogue, od.rewards)
+    coordinates = coordinates_of(model_args.model_name_or_path)
 
     # Left padding: see load_processor. The resize bounds are the model's unless given.
     processor = load_processor(model_args.model_name_or_path, od.min_pixels, od.max_pixels, padding_side="left")
-    examples, dataset = load_training_data(od, processor)
-    accuracy_rewards = sorted({ex.accu_reward for ex in examples if ex.accu_reward}) + [od.default_accuracy_reward]
+    examples, dataset = load_training_data(od, processor, coordinates)
+    accuracy_rewards = [*sorted({ex.accu_reward for ex in examples if ex.accu_reward}), od.default_accuracy_reward]
 
     output_dir = Path(args.output_dir)
-    params = od.params()
+    params = tie_cosine_length(od.params(), od.rewards, args.max_completion_length)
     record = (
         RunRecord(
             output_dir / REWARD_SERVICE_FILE,
@@ -295,9 +467,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "reward_weights": args.reward_weights,
                 "reward_params": params,
                 "accuracy_rewards": accuracy_rewards if ACCURACY in names else None,
+                "coordinates": coordinates,
                 "client": od.client_settings(),
                 "service": catalogue,
+                "resumed_from": str(resume) if resume else None,
             },
+            previous,
         )
         if is_main
         else None
@@ -310,11 +485,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         client, od.rewards, params, accuracy_rewards, record.on_scored if record else None
     )
     reward_funcs[0] = with_batch_metrics(reward_funcs[0], telemetry)
-    model, peft_config = prepare_model(model_args, od.freeze_vision_modules)
+    model, peft_config = prepare_model(model_args, od.freeze_vision_modules, resume)
 
     summary = TelemetryCallback(telemetry, args.output_dir, names)
     callbacks = [summary, NonFiniteGuard(), TimeLimit(od.max_seconds)]
-    heldout = heldout_callback(od, processor, args.output_dir, od.question_template)
+    if record is not None:
+        callbacks.append(CheckpointRecord(record.path))
+    heldout = heldout_callback(od, processor, args.output_dir, od.question_template, coordinates)
     if heldout is not None:
         callbacks.insert(0, heldout)  # before the summary: its last round is in train_summary.json
     trainer = GRPOTrainer(
@@ -328,15 +505,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if heldout is not None:
         heldout.trainer = trainer
+    load_weights_here(trainer, resume)
     try:
-        status = run_training(trainer, summary)
+        status = run_training(trainer, summary, resume)
     finally:
         telemetry.close()
     if status != 0:
         return status
     trainer.save_model(args.output_dir)
     if is_main:
-        processor.save_pretrained(args.output_dir)
+        save_processor(processor, args.output_dir, model_type(model_args.model_name_or_path))
         result = summary.summary()
         logger.info(
             "done: %d steps, %.3f steps/s, reward wait %.2f%% of step time; summary in %s",
