@@ -131,3 +131,26 @@ def heldout_callback(
         options.heldout_batch_size,
         options.heldout_max_new_tokens,
     )
+
+
+def parse_run_arguments(options_class: type, config_class: type, prog: str, description: str, argv: Any):
+    """(options, config, model config) of a trainer's command line, parsed by TRL's ``TrlParser`` and
+    checked: a TrainingArguments refusal, a missing model folder or no data are one `UserError`."""
+    from trl import ModelConfig, TrlParser
+
+    from trainer.errors import UserError, check_model_folder, quiet_logs
+
+    # transformers types the dataclasses as a NewType of Any, which no class satisfies
+    dataclasses: Any = (options_class, config_class, ModelConfig)
+    parser = TrlParser(dataclasses, prog=prog, description=description)
+    quiet_logs()
+    try:
+        options, args, model_args = parser.parse_args_and_config(argv)
+    except ValueError as exc:  # TrainingArguments' own checks, e.g. bf16 (TRL's default) on a CPU-only machine
+        raise UserError(f"invalid arguments: {exc}") from None
+    if not model_args.model_name_or_path:
+        raise UserError("--model_name_or_path (a local model directory) is required")
+    check_model_folder(model_args.model_name_or_path)
+    if not options.data_files:
+        raise UserError("--data_files is required")
+    return options, args, model_args

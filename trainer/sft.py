@@ -24,8 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from trainer.errors import (
-    UserError,
-    check_model_folder,
     offline_by_default,
     quiet_logs,
     run_command,
@@ -59,21 +57,11 @@ def build_sft_dataset(examples: Sequence[Any], template: str, thinking: str | No
 
 
 def parse_arguments(argv: Sequence[str] | None) -> tuple[SFTArguments, Any, Any]:
-    from trl import ModelConfig, SFTConfig, TrlParser
+    from trl import SFTConfig
 
-    # transformers types the dataclasses as a NewType of Any, which no class satisfies
-    dataclasses: Any = (SFTArguments, SFTConfig, ModelConfig)
-    parser = TrlParser(dataclasses, prog="od-sft", description=__doc__.split("\n\n")[0])
-    quiet_logs()
-    try:
-        options, args, model_args = parser.parse_args_and_config(argv)
-    except ValueError as exc:  # TrainingArguments' own checks, e.g. bf16 (TRL's default) on a CPU-only machine
-        raise UserError(f"invalid arguments: {exc}") from None
-    if not model_args.model_name_or_path:
-        raise UserError("--model_name_or_path (a local model directory) is required")
-    check_model_folder(model_args.model_name_or_path)
-    if not options.data_files:
-        raise UserError("--data_files is required")
+    from trainer.options import parse_run_arguments
+
+    options, args, model_args = parse_run_arguments(SFTArguments, SFTConfig, "od-sft", __doc__.split("\n\n")[0], argv)
     # Images are opened on access (the dataset's transform) and the columns the collator reads are
     # not the model's arguments: Trainer must keep them.
     args.remove_unused_columns = False

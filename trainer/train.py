@@ -32,7 +32,6 @@ from trainer.errors import (
     EXIT_SERVICE_AT_START,
     EXIT_STOPPED,
     UserError,
-    check_model_folder,
     offline_by_default,
     quiet_logs,
     run_command,
@@ -313,21 +312,11 @@ def tie_cosine_length(params: dict | None, specs: Sequence[str], max_completion_
 
 
 def parse_arguments(argv: Sequence[str] | None) -> tuple[ODArguments, Any, Any]:
-    from trl import GRPOConfig, ModelConfig, TrlParser
+    from trl import GRPOConfig
 
-    # transformers types the dataclasses as a NewType of Any, which no class satisfies
-    dataclasses: Any = (ODArguments, GRPOConfig, ModelConfig)
-    parser = TrlParser(dataclasses, prog="od-train", description=__doc__.split("\n\n")[0])
-    quiet_logs()
-    try:
-        od, args, model_args = parser.parse_args_and_config(argv)
-    except ValueError as exc:  # TrainingArguments' own checks, e.g. bf16 (TRL's default) on a CPU-only machine
-        raise UserError(f"invalid arguments: {exc}") from None
-    if not model_args.model_name_or_path:
-        raise UserError("--model_name_or_path (a local model directory) is required")
-    check_model_folder(model_args.model_name_or_path)
-    if not od.data_files:
-        raise UserError("--data_files is required")
+    from trainer.options import parse_run_arguments
+
+    od, args, model_args = parse_run_arguments(ODArguments, GRPOConfig, "od-train", __doc__.split("\n\n")[0], argv)
     names = [parse_reward(spec)[0] for spec in od.rewards]
     if args.reward_weights is not None and len(args.reward_weights) != len(names):
         raise UserError(f"reward_weights has {len(args.reward_weights)} entries for {len(names)} rewards {names}")
