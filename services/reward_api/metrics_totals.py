@@ -21,7 +21,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-# (family, sample name, sorted labels): one series of one sample, e.g. a histogram's le="0.5" bucket.
+# (family, sample name, labels in the registry's order): one series of one sample, e.g. a histogram's
+# le="0.5" bucket. Every replica runs the same code, so one series has one key everywhere.
 Key = tuple[str, str, tuple[tuple[str, str], ...]]
 Counts = dict[Key, float]
 # family -> (type, help text)
@@ -41,14 +42,16 @@ def read_counts(registry: CollectorRegistry = REGISTRY) -> tuple[Families, Count
         families[family.name] = (family.type, family.documentation)
         for sample in family.samples:
             if not sample.name.endswith("_created"):
-                counts[(family.name, sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+                counts[(family.name, sample.name, tuple(sample.labels.items()))] = sample.value
     return families, counts
 
 
 def difference(now: Counts, before: Counts) -> Counts:
     """What changed since ``before`` was reported; a series never reported comes whole (its zero
     buckets too: a histogram is exposed with all its buckets)."""
-    return {key: value - before.get(key, 0.0) for key, value in now.items() if key not in before or value != before[key]}
+    return {
+        key: value - before.get(key, 0.0) for key, value in now.items() if key not in before or value != before[key]
+    }
 
 
 class Totals(Collector):

@@ -32,12 +32,12 @@ from .settings import Settings
 
 log = logging.getLogger("reward_api")
 
-TOTALS = "MetricsTotals"  # the deployment's name, by which each replica's app finds it
+INGRESS = "RewardService"  # the deployments' names, as deploy/ray/reward-api.yaml configures them
+TOTALS = "MetricsTotals"  # (each replica's app finds this one by name)
 REPORT_SECONDS = 1.0
 
 
-@serve.deployment(name=TOTALS, num_replicas=1, ray_actor_options={"num_cpus": 0})
-class MetricsTotals:
+class _MetricsTotals:
     """The sums of every replica's metrics (one replica: two would each hold half)."""
 
     def __init__(self) -> None:
@@ -81,7 +81,8 @@ class MetricsReporter:
             await self.report()
             return await self.totals.exposition.remote(), CONTENT_TYPE_LATEST
         except Exception as exc:
-            raise metrics.MetricsOff(f"metrics are off: {TOTALS} of this Serve application cannot be reached: {exc}")
+            reason = f"metrics are off: {TOTALS} of this Serve application cannot be reached: {exc}"
+            raise metrics.MetricsOff(reason) from exc
 
 
 def build_app() -> FastAPI:
@@ -96,15 +97,19 @@ def build_app() -> FastAPI:
     return app
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 1})
-@serve.ingress(build_app)
-class RewardService:
+class _RewardService:
     """The ingress. Replicas, resources and autoscaling: deploy/ray/reward-api.yaml."""
 
     def __init__(self, totals: DeploymentHandle) -> None:
         # Bound only so that Serve deploys MetricsTotals with this application; build_app finds it by name.
         self.totals = totals
 
+
+# Applied as calls, not as class decorators, so that type checkers see Serve's Deployment objects.
+MetricsTotals = serve.deployment(name=TOTALS, num_replicas=1, ray_actor_options={"num_cpus": 0})(_MetricsTotals)
+RewardService = serve.deployment(name=INGRESS, ray_actor_options={"num_cpus": 1})(
+    serve.ingress(build_app)(_RewardService)
+)
 
 # The application: `serve run services.reward_api.serve:app`, or the import_path of deploy/ray/reward-api.yaml.
 app = RewardService.bind(MetricsTotals.bind())
