@@ -11,7 +11,9 @@ delayed for longer than the module runs) that the metrics and kill tests use.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
 import threading
 import time
 
@@ -169,37 +171,47 @@ def test_metrics_at_the_ingress_sum_every_replica(cluster: LocalRayCluster):
 
 def test_a_replica_killed_under_load_loses_nothing(cluster: LocalRayCluster, plain: LocalService):
     assert running_replicas() == 2
-    with RewardClient(plain.url) as client:
-        expected = client.score(SAMPLES, rewards=ALL_REWARDS).model_dump()
+    load = SAMPLES * 4  # a round: 4,096 samples, a second or so on the two replicas
+    with RewardClient(plain.url, max_batch_size=len(load)) as client:
+        expected = client.score(load, rewards=ALL_REWARDS).model_dump()
     replicas = set(replica_names())
-    victim = sorted(replicas)[0]
+    # The victim: the replica the proxy prefers (Serve routes to its own node's replicas first), the
+    # one that answers an idle ingress. Its process is killed, as a crash would: no goodbye to Serve.
+    victim = httpx.get(f"{cluster.url}/healthz", timeout=10).json()["pid"]
     retries = []
     answers: list[dict] = []
     failures: list[BaseException] = []
 
-    async def score_rounds(rounds: int) -> None:
-        async with AsyncRewardClient(cluster.url, max_batch_size=64, max_concurrency=6, backoff_base=0.1,
-                                     on_retry=retries.append) as client:
-            for _ in range(rounds):
-                answers.append((await client.score(SAMPLES, rewards=ALL_REWARDS)).model_dump())
+    killed = threading.Event()
+
+    # Rounds in requests of 256 samples (tens of ms of scoring each), 8 in flight: the victim's 4 slots
+    # (max_ongoing_requests) stay busy. Serve itself re-routes what a dead replica had not yet
+    # accepted; what it was scoring fails (HTTP 500) and the client retries it.
+    async def score_until_after_the_kill() -> None:
+        async with AsyncRewardClient(cluster.url, max_batch_size=256, max_concurrency=8,
+                                     on_retry=retries.append) as client:  # fmt: skip
+            rounds_after_kill = 0
+            while rounds_after_kill < 2:
+                rounds_after_kill += killed.is_set()
+                answers.append((await client.score(load, rewards=ALL_REWARDS)).model_dump())
 
     def run() -> None:
         try:
-            asyncio.run(score_rounds(4))
+            asyncio.run(score_until_after_the_kill())
         except BaseException as exc:
             failures.append(exc)
 
     loader = threading.Thread(target=run)
     loader.start()
-    time.sleep(1.0)  # requests in flight on both replicas
-    ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
+    wait_until(lambda: answers or failures, 60, "the load to run", interval=0.05)
+    time.sleep(0.2)  # into the next round
+    os.kill(victim, signal.SIGKILL)  # mid-round: requests in flight
+    killed.set()
     loader.join(180)
     assert not loader.is_alive() and not failures, failures
-    assert len(answers) == 4
     for answer in answers:  # every sample scored, in its place, with its value: none lost, none twice
         assert answer == expected
     assert retries, "the killed replica had no request in flight: the test did not test a kill under load"
     # Serve replaces the replica.
     wait_until(lambda: running_replicas() == 2 and len(set(replica_names()) - replicas) == 1, 90,
                "a replacement replica", diagnostics=lambda: str(serve.status().applications[APP]))
-    assert victim not in replica_names()
