@@ -13,6 +13,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -86,8 +87,6 @@ class LocalRayCluster:
         return self
 
     def _wait_for_head(self, timeout: float) -> None:
-        import socket
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.processes[0].poll() is not None:
@@ -115,10 +114,12 @@ class LocalRayCluster:
         cluster, its proxy on the head node at ``self.url``; returns once /readyz answers there."""
         path = Path(self.temp_dir) / "serve.yaml"
         path.write_text(yaml.safe_dump(config))
-        subprocess.run(
+        done = subprocess.run(
             [_serve_cli(), "run", "--non-blocking", f"--address={self.address}", str(path)],
-            env=self.env(), cwd=REPO_ROOT, check=True, timeout=timeout, capture_output=True,
+            env=self.env(), cwd=REPO_ROOT, timeout=timeout, capture_output=True, text=True,
         )  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(f"serve run exited {done.returncode}:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
         wait_ready(self.url, timeout)
 
     def local_config(self, **autoscaling: Any) -> dict[str, Any]:

@@ -215,3 +215,27 @@ def test_a_replica_killed_under_load_loses_nothing(cluster: LocalRayCluster, pla
     # Serve replaces the replica.
     wait_until(lambda: running_replicas() == 2 and len(set(replica_names()) - replicas) == 1, 90,
                "a replacement replica", diagnostics=lambda: str(serve.status().applications[APP]))
+
+
+class _Unreachable:
+    """A handle whose deployment is gone: every call fails as Serve's would."""
+
+    class _Method:
+        def remote(self, *args):
+            async def fail():
+                raise RuntimeError("Deployment 'MetricsTotals' in application 'reward-api' does not exist")
+
+            return fail()
+
+    add = exposition = _Method()
+
+
+def test_metrics_answer_503_with_the_reason_when_the_totals_are_unreachable():
+    from services.reward_api import metrics
+    from services.reward_api.serve import MetricsReporter
+
+    metrics.observe_request("/v1/score", 200, 0.01)  # something to report
+    reporter = MetricsReporter(_Unreachable())
+    with pytest.raises(metrics.MetricsOff, match="MetricsTotals of this Serve application cannot be reached"):
+        asyncio.run(reporter.exposition())
+    assert reporter.sent == {}, "a report that did not go through is sent again next time"
