@@ -14,6 +14,7 @@ import asyncio
 import os
 import re
 import signal
+import subprocess
 import threading
 import time
 
@@ -23,6 +24,7 @@ import pytest
 from bench.http import ALL_REWARDS, synthetic_samples
 from services.reward_api.local import LocalService
 from shared.client import AsyncRewardClient, RewardClient
+from tests.support.tools import executable
 from tests.support.waiting import wait_until
 
 ray = pytest.importorskip("ray", reason="ray[serve] is not installed (extra `serve`: make install)")
@@ -167,6 +169,13 @@ def test_metrics_at_the_ingress_sum_every_replica(cluster: LocalRayCluster):
     les = [re.search(r'le="([^"]+)"', name)[1] for name in buckets]
     assert les[-1] == "+Inf" and [float(le) for le in les] == sorted(float(le) for le in les)
     assert after[buckets[-1]] == after['reward_api_reward_value_count{reward="format"}']
+
+
+def test_promtool_accepts_the_summed_exposition(cluster: LocalRayCluster):
+    promtool = executable("promtool", "apt-get install prometheus")
+    text = httpx.get(f"{cluster.url}/metrics", timeout=10).text
+    checked = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_a_replica_killed_under_load_loses_nothing(cluster: LocalRayCluster, plain: LocalService):
