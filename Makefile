@@ -72,6 +72,7 @@ serve: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench
+	OMP_NUM_THREADS=1 $(PY) -m bench.ray_serve
 
 demo: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m trainer.demo
