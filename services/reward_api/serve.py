@@ -43,10 +43,12 @@ class _MetricsTotals:
     def __init__(self) -> None:
         self.totals = Totals()
 
-    def add(self, families: Families, delta: Counts) -> None:
+    # Coroutines: Serve runs them on the replica's event loop, one at a time, so a report never
+    # changes the sums while a scrape reads them (plain methods could run in a thread pool).
+    async def add(self, families: Families, delta: Counts) -> None:
         self.totals.add(families, delta)
 
-    def exposition(self) -> bytes:
+    async def exposition(self) -> bytes:
         return self.totals.exposition()
 
 
