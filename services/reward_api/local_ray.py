@@ -4,7 +4,9 @@ bench.ray_serve`` run, and a way to try the Serve path without a cluster.
 
 Each node is a ``ray start --block`` process in a session of its own: stopping the cluster signals
 those process groups (never ``ray stop``, which would stop every Ray on the machine). Every port is
-chosen free, the temporary directory is the cluster's own, and each wait is bounded.
+chosen free, the temporary directory is the cluster's own, and each wait is bounded. The Serve proxy
+listens on 127.0.0.1; Ray's own daemons listen on every interface (Ray has no loopback-only mode for
+several nodes, and maps 127.0.0.1 to the host's own address when a driver connects).
 """
 
 from __future__ import annotations
