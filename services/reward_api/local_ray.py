@@ -4,9 +4,13 @@ bench.ray_serve`` run, and a way to try the Serve path without a cluster.
 
 Each node is a ``ray start --block`` process in a session of its own: stopping the cluster signals
 those process groups (never ``ray stop``, which would stop every Ray on the machine). Every port is
-chosen free, the temporary directory is the cluster's own, and each wait is bounded. The Serve proxy
-listens on 127.0.0.1; Ray's own daemons listen on every interface (Ray has no loopback-only mode for
-several nodes, and maps 127.0.0.1 to the host's own address when a driver connects).
+chosen free, the temporary directory is the cluster's own, and each wait is bounded.
+
+Ray registers each node under the host's own interface address, whatever ``--node-ip-address``
+says, and its daemons listen on every interface. So the test and the bench run the cluster in a
+network namespace of their own that has only loopback (:func:`in_own_network`, ``unshare -n``;
+``unshare -rn`` when not root): there the host's address is 127.0.0.1, every node registers as
+127.0.0.1, and nothing the cluster opens is reachable from outside the namespace.
 """
 
 from __future__ import annotations
@@ -32,6 +36,35 @@ CONFIG = REPO_ROOT / "deploy" / "ray" / "reward-api.yaml"
 APP = "reward-api"
 
 
+def only_loopback() -> bool:
+    """Whether this process's network namespace has no interface but loopback (one of
+    :func:`in_own_network`'s)."""
+    return [name for _, name in socket.if_nameindex()] == ["lo"]
+
+
+class NoNetworkNamespace(RuntimeError):
+    """A network namespace of our own cannot be made here; the message says why and the fix."""
+
+
+def in_own_network(argv: list[str]) -> list[str]:
+    """``argv`` as a command that runs in a new network namespace with only loopback, up: ``unshare -n``
+    as root, ``unshare -rn`` (a user namespace too) otherwise. Raises :class:`NoNetworkNamespace`
+    when the tools are missing or the kernel refuses (checked by running ``true`` that way)."""
+    unshare, ip = shutil.which("unshare"), shutil.which("ip")
+    if unshare is None or ip is None:
+        raise NoNetworkNamespace("`unshare` and `ip` are needed (apt-get install util-linux iproute2)")
+    flags = "-n" if os.geteuid() == 0 else "-rn"
+    command = [unshare, flags, "sh", "-c", f'"{ip}" link set lo up && exec "$@"', "sh"]
+    probe = subprocess.run([*command, "true"], capture_output=True, text=True, timeout=30)
+    if probe.returncode != 0:
+        raise NoNetworkNamespace(
+            f"`unshare {flags}` is not permitted here ({probe.stderr.strip() or probe.returncode}): run as root, "
+            "or enable unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1; "
+            "kernel.apparmor_restrict_unprivileged_userns=0)"
+        )
+    return [*command, *argv]
+
+
 def _ray_cli() -> str:
     return str(Path(sys.executable).with_name("ray"))
 
@@ -42,7 +75,8 @@ def _serve_cli() -> str:
 
 @dataclass
 class LocalRayCluster:
-    """``nodes`` Ray nodes of ``cpus_per_node`` CPUs each, on 127.0.0.1."""
+    """``nodes`` Ray nodes of ``cpus_per_node`` CPUs each, on 127.0.0.1 (all of them on 127.0.0.1 only in a
+    namespace of :func:`in_own_network`)."""
 
     nodes: int = 2
     cpus_per_node: int = 1
