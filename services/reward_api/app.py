@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.defaults = resolve_defaults(settings)
+    app.state.exposition = metrics.host_exposition
     app.state.runner = BatchRunner(
         settings.max_queued_bytes,
         settings.max_queued_samples,

@@ -99,6 +99,11 @@ def exposition() -> tuple[bytes, str]:
     raise AssertionError("unreachable")
 
 
+async def host_exposition() -> tuple[bytes, str]:
+    """:func:`exposition`, as the /metrics route awaits it (a Ray Serve replica's source asks the cluster)."""
+    return exposition()
+
+
 def fold_dead_workers() -> int:
     """At a worker's start: fold the files of workers that are gone (metrics_storage)."""
     directory = multiproc_dir()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from .. import metrics
@@ -45,9 +45,11 @@ async def readyz(settings: CurrentSettings) -> Response:
 
 
 @router.get("/metrics")
-async def prometheus_metrics() -> Response:
+async def prometheus_metrics(request: Request) -> Response:
+    # The app's source of the exposition: this host's workers (metrics.host_exposition), or under
+    # Ray Serve the sums over every replica (serve.py).
     try:
-        payload, content_type = metrics.exposition()
+        payload, content_type = await request.app.state.exposition()
     except metrics.MetricsOff as exc:  # loudly: a scrape fails with the reason, scoring goes on
         return JSONBytes({"detail": str(exc)}, status_code=503)
     return Response(payload, media_type=content_type)
