@@ -13,6 +13,7 @@ import shutil
 import sys
 
 from . import metrics_storage
+from .scoring_pool import ScoringPool, pool_size
 from .settings import Settings, SettingsError, parse_cli
 
 # uvicorn's h11 protocol with the header limit (protocol.py); an import string, so that worker
@@ -27,6 +28,17 @@ def check_rewards(settings: Settings) -> None:
     resolve_defaults(settings)
 
 
+def start_pool(settings: Settings) -> ScoringPool | None:
+    """The host's scoring processes (scoring_pool.py), started before the workers so that they
+    inherit its socket's path; None with REWARD_API_SCORING_PROCESSES=0."""
+    size = pool_size(settings.scoring_processes)
+    if size == 0:
+        return None
+    pool = ScoringPool(size)
+    pool.start()
+    return pool
+
+
 def main(argv: list[str] | None = None) -> int:
     settings = parse_cli(argv)
     logging.basicConfig(
@@ -34,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s:  %(message)s",
     )
     directory, owned = metrics_storage.prepare(settings.workers)
+    pool = None
     os.environ.update(settings.to_env())
     try:
         try:
@@ -43,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         import uvicorn
 
+        pool = start_pool(settings)
         uvicorn.run(
             "services.reward_api.app:create_app",
             factory=True,
@@ -58,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     finally:
+        if pool is not None:
+            pool.stop()
         if owned and directory:
             shutil.rmtree(directory, ignore_errors=True)
 
