@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import time
 from pathlib import Path
 
@@ -108,15 +109,17 @@ def scaling(quick: bool) -> dict:
 
 def print_scaling(r: dict) -> None:
     print(f"\none client, {r['batch_size']}-sample batches, all seven rewards, {r['repeats']} runs each "
-          f"(samples/s min / median; x = against '{http.BASELINE}' in the same run, min / median):")
+          f"(samples/s min / median; x = against '{http.BASELINE}' in the same run, min / median; "
+          f"cores the service's processes used, min / median):")
     for name, by in r["services"].items():
         cells = []
         for key, rates in by.items():
             if key == "vs_baseline":
                 continue
-            ratio = by["vs_baseline"][key]
+            ratio, used = by["vs_baseline"][key], rates["runs_cores_used"]
             cells.append(f"{key.replace('_', ' ')}: {rates['min']:,.0f} / {rates['median']:,.0f} "
-                         f"({ratio['min']:.2f}x / {ratio['median']:.2f}x)")
+                         f"({ratio['min']:.2f}x / {ratio['median']:.2f}x; "
+                         f"cores {min(used):.2f} / {statistics.median(used):.2f})")
         print(f"  {name:<20} " + "   ".join(cells))
 
 

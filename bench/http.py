@@ -8,9 +8,11 @@ so the load generator takes as little as possible of the CPU the server needs.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import statistics
 import time
+from pathlib import Path
 
 import httpx
 import orjson
@@ -214,10 +216,12 @@ def single_client_scaling(
 ) -> dict:
     """Samples/s of one client sending ``batch_size``-sample batches (all seven rewards) over 1 or 2
     keep-alive connections, to each service of SCALING_SERVICES; all of them run at once and every
-    repetition measures each in turn, so they share the machine's load alike (it is shared)."""
+    repetition measures each in turn, so they share the machine's load alike (it is shared). Each
+    run also records the cores the service used (its processes' CPU seconds over the wall time)."""
     body = orjson.dumps({"samples": samples[:batch_size], "rewards": ALL_REWARDS})
     warm_body = orjson.dumps({"samples": samples[:1], "rewards": ALL_REWARDS})
     runs: dict[str, dict[int, list[float]]] = {name: {c: [] for c in connections} for name in SCALING_SERVICES}
+    cores: dict[str, dict[int, list[float]]] = {name: {c: [] for c in connections} for name in SCALING_SERVICES}
     services: dict[str, LocalService] = {}
     try:
         for name, spec in SCALING_SERVICES.items():
@@ -227,10 +231,12 @@ def single_client_scaling(
             for name, service in services.items():
                 for c in connections:
                     per_connection = max(1, requests_per_run // c)
+                    cpu_before = group_cpu_seconds(service.process.pid)
                     seconds = asyncio.run(
                         _one_client(service.url, body, warm_body, c, per_connection, service.headers())
                     )
                     runs[name][c].append(batch_size * per_connection * c / seconds)
+                    cores[name][c].append((group_cpu_seconds(service.process.pid) - cpu_before) / seconds)
     finally:
         for service in services.values():
             service.stop()
@@ -242,6 +248,7 @@ def single_client_scaling(
                 "min": min(rates),
                 "median": statistics.median(rates),
                 "max": max(rates),
+                "runs_cores_used": cores[name][c],
             }
             for c, rates in by_connections.items()
         }
@@ -250,6 +257,21 @@ def single_client_scaling(
             f"{c}_connections": _ratios(runs[name][c], runs[BASELINE][c]) for c in connections
         }
     return results
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU seconds used so far by the processes of a process group (a LocalService's: its uvicorn
+    processes and scoring pool). Over a run, divided by its wall time, it says how many cores the
+    service really had: on a shared machine, fewer than it asked for when other jobs hold them."""
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[2]) == pgid:
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _ratios(rates: list[float], baseline: list[float]) -> dict:

@@ -62,12 +62,24 @@ STOP_SECONDS = 10.0  # how long stop() waits for a process to finish its chunk b
 _FRAME = struct.Struct("!Q")
 
 
+CGROUP_CPU_MAX = "/sys/fs/cgroup/cpu.max"  # cgroup v2: "QUOTA PERIOD" or "max PERIOD"
+
+
 def usable_cores() -> int:
-    """The cores this process may run on (a container's or taskset's limit, not the machine's)."""
+    """The cores this process may run on: its CPU affinity (taskset), capped by a container's CPU
+    quota (``docker run --cpus 2``), which the affinity does not show."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    try:
+        with open(CGROUP_CPU_MAX) as limits:
+            quota, period = limits.read().split()
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):  # no cgroup v2 file: no quota to respect
+        pass
+    return cores
 
 
 def pool_size(configured: int | None) -> int:

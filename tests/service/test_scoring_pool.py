@@ -7,6 +7,7 @@ The servers are real (uvicorn on 127.0.0.1, two workers, two scoring processes);
 
 from __future__ import annotations
 
+import doctest
 import os
 import re
 import signal
@@ -266,3 +267,8 @@ def test_chunk_ranges_cover_every_sample_once_in_order():
         assert flat == list(range(sum(sizes)))
         assert all(sum(hi - lo for lo, hi in ranges) <= 256 for ranges, _ in chunks)
     assert len(scoring_pool.chunk_ranges([4096], 256)) == 16
+
+
+def test_docstring_examples():
+    result = doctest.testmod(scoring_pool, report=True)
+    assert result.attempted >= 2 and result.failed == 0
