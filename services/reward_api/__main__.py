@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import sys
 
 from . import metrics_storage
@@ -39,6 +40,14 @@ def start_pool(settings: Settings) -> ScoringPool | None:
     return pool
 
 
+class Terminated(Exception):
+    """SIGTERM, raised in the main thread so that ``finally`` stops the pool and removes files."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     settings = parse_cli(argv)
     logging.basicConfig(
@@ -47,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     directory, owned = metrics_storage.prepare(settings.workers)
     pool = None
+    terminated = False
     os.environ.update(settings.to_env())
     try:
         try:
@@ -57,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         import uvicorn
 
         pool = start_pool(settings)
+        # uvicorn handles SIGTERM while it runs, then sends it again to this process with the
+        # handler it found: this one, so the cleanup below runs before the process ends by it.
+        signal.signal(signal.SIGTERM, _terminated)
         uvicorn.run(
             "services.reward_api.app:create_app",
             factory=True,
@@ -71,11 +84,17 @@ def main(argv: list[str] | None = None) -> int:
             access_log=False,
         )
         return 0
+    except Terminated:
+        terminated = True
+        return 128 + signal.SIGTERM
     finally:
         if pool is not None:
             pool.stop()
         if owned and directory:
             shutil.rmtree(directory, ignore_errors=True)
+        if terminated:  # end as SIGTERM ends a process, as before (exit status -15 to a parent)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.raise_signal(signal.SIGTERM)
 
 
 if __name__ == "__main__":

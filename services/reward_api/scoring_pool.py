@@ -141,7 +141,8 @@ class ScoringPool:
         self._listener = listener
         # Closed by stop(): every process sees the end of this pipe and leaves once idle.
         self._stop_read, self._stop_write = self._context.Pipe(duplex=False)
-        self._processes = [self._spawn() for _ in range(self.size)]
+        with _group_signals_ignored():
+            self._processes = [self._spawn() for _ in range(self.size)]
         self._watcher = threading.Thread(target=self._watch, name="scoring-pool-watcher", daemon=True)
         self._watcher.start()
         os.environ[POOL_ENV] = self.path
@@ -196,6 +197,23 @@ class ScoringPool:
         if self.directory:
             shutil.rmtree(self.directory, ignore_errors=True)
         os.environ.pop(POOL_ENV, None)
+
+
+@contextlib.contextmanager
+def _group_signals_ignored():
+    """SIGINT and SIGTERM ignored while the processes are started: an ignored signal stays ignored
+    across exec, so they never see the ones sent to the whole group (Ctrl-C, ``kill -TERM -PGID``),
+    not even while still importing. Python sets handlers in the main thread only; a process started
+    again by the watcher thread ignores them once `_serve` runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 def _serve(listener: socket.socket, stop: Any) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import doctest
 import os
 import re
+import shutil
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -242,6 +243,17 @@ def test_a_dead_scoring_process_or_worker_costs_no_answer_and_nothing_is_left_ru
     assert not socket_dir.exists()
 
 
+def test_one_worker_stops_cleanly(env, tmp_path):
+    # One worker runs in uvicorn's own process, which ends by SIGTERM after its shutdown: the pool
+    # is stopped first, and the group's SIGTERM never reached it (no process died and was replaced).
+    with LocalService.start(workers=1, env=env, log_path=tmp_path / "service.log") as service:
+        pids = pool_pids(service)
+        socket_dir = Path(POOL_LINE.findall(service.log())[0][2]).parent
+        assert service.stop() == -signal.SIGTERM
+        assert "died" not in service.log()
+    assert not [p for p in pids if alive(p)] and not socket_dir.exists()
+
+
 def test_scoring_processes_leave_when_the_service_is_killed(env):
     # SIGKILL runs no shutdown code: each process notices its parent is gone and leaves.
     with LocalService.start(workers=1, env=env) as service:
@@ -249,6 +261,7 @@ def test_scoring_processes_leave_when_the_service_is_killed(env):
         os.kill(service.process.pid, signal.SIGKILL)
         service.process.wait()
         wait_until(lambda: not any(alive(p) for p in pids), 10, "the scoring processes to leave")
+        shutil.rmtree(Path(POOL_LINE.findall(service.log())[0][2]).parent)  # what nobody could remove
 
 
 def test_no_pool_when_switched_off():
