@@ -13,13 +13,14 @@ idle cores, from whichever worker they come: one request uses every core, and tw
 once share the same processes instead of oversubscribing the cores. Smaller batches are scored in
 the worker itself, as before (no hop).
 
-Results are the engine's own: each chunk is one `score_batch` call on some of a request's samples,
-and the answers are put back in order. A request's budgets stay the request's: each chunk is
-checked against the whole budget on its own (a chunk over it stops early), and the worker then
-checks the request's box pairs and explain bytes sample by sample, in order, as one `score_batch`
-call does; a request over a budget is scored again in the worker, so its 4xx is word for word the
-one-batch answer. The json_repair time (REWARD_API_MAX_REPAIR_SECONDS) is shared out among a
-request's chunks in proportion to their samples, so a request never gets more of it in total.
+Results are the engine's own: each chunk is one `score_batch` call, on a piece of one large request
+or on several small requests whole (`chunk_ranges`), and the answers are put back in order. A
+request's budgets stay the request's: each chunk is checked against the whole budget on its own (a
+chunk over it stops early), and the worker then checks the request's box pairs and explain bytes
+sample by sample, in order, as one `score_batch` call does; a request over a budget is scored again
+in the worker, so its 4xx is word for word the one-batch answer. The json_repair time
+(REWARD_API_MAX_REPAIR_SECONDS) is shared out among a request's chunks in proportion to their
+samples, so a request never gets more of it in total.
 
 Failures: a scoring process that dies is started again by the pool's watcher thread (logged); the
 chunk it held is sent once more (another process takes it); a chunk that loses its process twice
