@@ -7,6 +7,10 @@
 (d) Samples/s when each request carries one sample, 256 in flight, on the same server in the same
     run as (b). Target: at least a quarter of (b).
 (e) repetition on malformed box lists: version 2's linear repair vs json-repair (bench/repair.py).
+(f) One client sending 4,096-sample batches over 1 and 2 keep-alive connections, against 1 and 2
+    workers, with and without the host's scoring pool, all in the same run, 5 repetitions each
+    (bench/http.single_client_scaling). Target: 2 workers >= 1.7x one worker alone, in every run.
+    ``--only scaling`` runs this part alone.
 Prints a table and writes bench/results.json.
 """
 
@@ -16,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import time
 from pathlib import Path
 
@@ -66,10 +71,18 @@ def ap_rate(n_cases: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="fewer iterations (a smoke run)")
+    parser.add_argument("--only", choices=["scaling"], help="run only this part")
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"where the JSON goes (default {RESULTS})")
     args = parser.parse_args(argv)
     scale = 0.2 if args.quick else 1.0
-    samples = http.synthetic_samples(64 * 32, seed=0)
     results = {"machine": machine()}
+    if args.only == "scaling":
+        results["scaling"] = scaling(args.quick)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        print_scaling(results["scaling"])
+        print(f"(written to {args.out})")
+        return 0
+    samples = http.synthetic_samples(64 * 32, seed=0)
     results["ap"] = ap_rate(int(2000 * scale))
     results["reference"] = reference_rate(samples[: int(640 * scale)])
     results["engine"] = engine_rate(samples[: int(1280 * scale)])
@@ -81,9 +94,33 @@ def main(argv: list[str] | None = None) -> int:
         results["latency"] = http.latency(server, samples, n_requests=int(300 * scale))
     results["per_sample_vs_batched"] = results["per_sample"]["samples_per_s"] / results["http"]["samples_per_s"]
     results["speedup_http_vs_reference"] = results["http"]["samples_per_s"] / results["reference"]["samples_per_s"]
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    results["scaling"] = scaling(args.quick)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
     print_table(results)
+    print_scaling(results["scaling"])
+    print(f"(written to {args.out})")
     return 0
+
+
+def scaling(quick: bool) -> dict:
+    samples = http.synthetic_samples(4096, seed=1)
+    return http.single_client_scaling(samples, repeats=2 if quick else 5, requests_per_run=2 if quick else 4)
+
+
+def print_scaling(r: dict) -> None:
+    print(f"\none client, {r['batch_size']}-sample batches, all seven rewards, {r['repeats']} runs each "
+          f"(samples/s min / median; x = against '{http.BASELINE}' in the same run, min / median; "
+          f"cores the service's processes used, min / median):")
+    for name, by in r["services"].items():
+        cells = []
+        for key, rates in by.items():
+            if key == "vs_baseline":
+                continue
+            ratio, used = by["vs_baseline"][key], rates["runs_cores_used"]
+            cells.append(f"{key.replace('_', ' ')}: {rates['min']:,.0f} / {rates['median']:,.0f} "
+                         f"({ratio['min']:.2f}x / {ratio['median']:.2f}x; "
+                         f"cores {min(used):.2f} / {statistics.median(used):.2f})")
+        print(f"  {name:<20} " + "   ".join(cells))
 
 
 def print_table(r: dict) -> None:
@@ -107,7 +144,6 @@ def print_table(r: dict) -> None:
     print(f"{'measure':<{width}}  {'value':>10}  note")
     for name, value, note in rows:
         print(f"{name:<{width}}  {value:>10}  {note}")
-    print(f"(written to {RESULTS})")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,11 @@ so the load generator takes as little as possible of the CPU the server needs.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import statistics
 import time
+from pathlib import Path
 
 import httpx
 import orjson
@@ -167,3 +170,110 @@ def latency(server: LocalService, samples: list[dict], batch_size: int = 64, n_r
     times.sort()
     return {"p50_ms": 1000 * times[len(times) // 2], "p99_ms": 1000 * times[int(len(times) * 0.99) - 1],
             "requests": n_requests, "batch_size": batch_size}
+
+
+# ---------------------------------------------------------------- one client, every core
+
+# The services compared side by side by `single_client_scaling`: today's design (each worker scores
+# its own requests, on one core) and the host's scoring pool (services/reward_api/scoring_pool.py).
+SCALING_SERVICES = {
+    "1 worker, no pool": {"workers": 1, "env": {"REWARD_API_SCORING_PROCESSES": "0"}},
+    "2 workers, no pool": {"workers": 2, "env": {"REWARD_API_SCORING_PROCESSES": "0"}},
+    "1 worker + pool": {"workers": 1, "env": {}},
+    "2 workers + pool": {"workers": 2, "env": {}},
+}
+BASELINE = "1 worker, no pool"
+
+
+async def _one_client(
+    url: str, body: bytes, warm_body: bytes, connections: int, per_connection: int, headers: dict
+) -> float:
+    """Seconds for one client holding ``connections`` fresh keep-alive connections to send
+    ``per_connection`` requests on each, one after another (a trainer's shape): new connections per
+    call, so each run draws again which worker accepts them."""
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    json_headers = {"content-type": "application/json"}
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=300.0, headers=headers) as client:
+
+        async def send(content: bytes, count: int) -> None:
+            for _ in range(count):
+                answer = await client.post("/v1/score", content=content, headers=json_headers)
+                if answer.status_code != 200:
+                    raise RuntimeError(f"/v1/score answered {answer.status_code}: {answer.text[:300]}")
+
+        await asyncio.gather(*(send(warm_body, 1) for _ in range(connections)))  # open them, cheaply
+        start = time.perf_counter()
+        await asyncio.gather(*(send(body, per_connection) for _ in range(connections)))
+        return time.perf_counter() - start
+
+
+def single_client_scaling(
+    samples: list[dict],
+    batch_size: int = 4096,
+    connections: tuple[int, ...] = (1, 2),
+    repeats: int = 5,
+    requests_per_run: int = 4,
+) -> dict:
+    """Samples/s of one client sending ``batch_size``-sample batches (all seven rewards) over 1 or 2
+    keep-alive connections, to each service of SCALING_SERVICES; all of them run at once and every
+    repetition measures each in turn, so they share the machine's load alike (it is shared). Each
+    run also records the cores the service used (its processes' CPU seconds over the wall time)."""
+    body = orjson.dumps({"samples": samples[:batch_size], "rewards": ALL_REWARDS})
+    warm_body = orjson.dumps({"samples": samples[:1], "rewards": ALL_REWARDS})
+    runs: dict[str, dict[int, list[float]]] = {name: {c: [] for c in connections} for name in SCALING_SERVICES}
+    cores: dict[str, dict[int, list[float]]] = {name: {c: [] for c in connections} for name in SCALING_SERVICES}
+    services: dict[str, LocalService] = {}
+    try:
+        for name, spec in SCALING_SERVICES.items():
+            env = {"REWARD_API_LOG_LEVEL": "warning", **spec["env"]}
+            services[name] = LocalService.start(workers=spec["workers"], env=env)
+        for _ in range(repeats):
+            for name, service in services.items():
+                for c in connections:
+                    per_connection = max(1, requests_per_run // c)
+                    cpu_before = group_cpu_seconds(service.process.pid)
+                    seconds = asyncio.run(
+                        _one_client(service.url, body, warm_body, c, per_connection, service.headers())
+                    )
+                    runs[name][c].append(batch_size * per_connection * c / seconds)
+                    cores[name][c].append((group_cpu_seconds(service.process.pid) - cpu_before) / seconds)
+    finally:
+        for service in services.values():
+            service.stop()
+    results: dict = {"batch_size": batch_size, "repeats": repeats, "requests_per_run": requests_per_run, "services": {}}
+    for name, by_connections in runs.items():
+        results["services"][name] = {
+            f"{c}_connections": {
+                "runs_samples_per_s": rates,
+                "min": min(rates),
+                "median": statistics.median(rates),
+                "max": max(rates),
+                "runs_cores_used": cores[name][c],
+            }
+            for c, rates in by_connections.items()
+        }
+    for name in SCALING_SERVICES:  # per run, against the baseline measured just before it
+        results["services"][name]["vs_baseline"] = {
+            f"{c}_connections": _ratios(runs[name][c], runs[BASELINE][c]) for c in connections
+        }
+    return results
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU seconds used so far by the processes of a process group (a LocalService's: its uvicorn
+    processes and scoring pool). Over a run, divided by its wall time, it says how many cores the
+    service really had: on a shared machine, fewer than it asked for when other jobs hold them."""
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[2]) == pgid:
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _ratios(rates: list[float], baseline: list[float]) -> dict:
+    ratios = [r / b for r, b in zip(rates, baseline, strict=True)]
+    return {"runs": ratios, "min": min(ratios), "median": statistics.median(ratios)}

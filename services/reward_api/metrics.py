@@ -10,8 +10,10 @@ and /metrics answers 503 with the reason.
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
+from collections import Counter as Tally
 
 from . import metrics_storage
 
@@ -58,18 +60,28 @@ def observe_batch(endpoint: str, n_samples: int, values: dict, error_reasons, st
     """Record one scored batch. ``stats`` are the engine's per-sample stats: nothing is re-parsed."""
     SAMPLES.labels(endpoint).inc(n_samples)
     for name, column in values.items():
-        histogram = REWARD_VALUE.labels(name)
-        for value in column:
-            if value is not None and math.isfinite(value):  # one NaN would make the sum NaN for good
-                histogram.observe(value)
+        # One NaN would make the sum NaN for good.
+        observe_many(REWARD_VALUE.labels(name), [v for v in column if v is not None and math.isfinite(v)])
     for reason in error_reasons:
         if reason is not None:
             SAMPLE_ERRORS.labels(reason).inc()
-    for n_boxes in stats.predicted_boxes:
-        if n_boxes is not None:
-            PREDICTED_BOXES.observe(n_boxes)
+    observe_many(PREDICTED_BOXES, [n for n in stats.predicted_boxes if n is not None])
     for kind, count in stats.parse_failures.items():  # a Counter's items: every count is positive
         PARSE_FAILURES.labels(kind).inc(count)
+
+
+def observe_many(histogram: Histogram, values: list[float]) -> None:
+    """``histogram.observe(v)`` for every value, with one write per bucket touched instead of two per
+    value: in multiprocess mode each write goes to an mmap file, and a 4,096-sample batch of seven
+    rewards took 60 ms of its worker's time, one by one (the scoring itself is spread over every
+    core; this is not). A value goes to the first bucket whose upper bound is at least the value,
+    as ``observe`` puts it."""
+    if not values:
+        return
+    bounds = histogram._upper_bounds  # prometheus_client's own fields: the version is pinned
+    for index, count in Tally(bisect.bisect_left(bounds, v) for v in values).items():
+        histogram._buckets[index].inc(count)
+    histogram._sum.inc(sum(values))
 
 
 def multiproc_dir() -> str | None:

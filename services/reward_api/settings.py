@@ -116,6 +116,21 @@ class Settings(BaseSettings):
         "two budgets; then 503 with Retry-After",
     )
     retry_after_seconds: int = Field(1, ge=0, le=3600, description="the Retry-After of an overload answer")
+    scoring_processes: int | None = Field(
+        None,
+        ge=0,
+        le=512,
+        description="scoring processes shared by all the workers of the host: a batch of more than "
+        "chunk_samples is scored by them in chunks, in parallel (unset: one per usable core; "
+        "0: none, each worker scores its batches alone, on one core)",
+    )
+    chunk_samples: int = Field(
+        256,
+        ge=1,
+        le=10_000_000,
+        description="samples per chunk sent to a scoring process; a batch of at most this many "
+        "is scored in the worker itself",
+    )
     log_level: LogLevel = Field("info", description="uvicorn / service log level")
 
     @field_validator("default_rewards", mode="before")

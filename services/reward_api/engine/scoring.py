@@ -85,12 +85,15 @@ class BatchStats:
 
     ``predicted_boxes[i]``: items in sample i's answer box list (None without an answer block);
     ``sample_failures[i]``: the parse-failure kinds of sample i's answer; ``parse_failures``: how
-    many samples had each kind.
+    many samples had each kind; ``box_pairs[i]``: the (prediction, ground truth) pairs sample i
+    counts against ``max_box_pairs`` (0 when its ground truth is unreadable), so a batch scored in
+    chunks can check a request's budget as one batch would.
     """
 
     predicted_boxes: list[int | None]
     sample_failures: list[tuple[str, ...]]
     parse_failures: dict[str, int]
+    box_pairs: list[int]
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,7 @@ def score_batch(
     details: list[dict[str, Any]] | None = [] if explain else None
     predicted_boxes: list[int | None] = []
     sample_failures: list[tuple[str, ...]] = []
+    box_pairs_of: list[int] = []
     read_truth = _TruthCache(max_gt_boxes)
     starts = _request_starts(request_sizes, len(samples))
     # weighted_sum (cosine reuses it) matches its own reading of the boxes, one per version asked.
@@ -201,10 +205,11 @@ def score_batch(
             raise TypeError(f"samples[{index}].completion must be a string")
         parsed = ParsedCompletion(completion, repair)
         truth = read_truth(_field(sample, "solution"))
-        if max_box_pairs is not None and isinstance(truth, GroundTruth):
-            box_pairs += _predicted_boxes(parsed, ws_versions) * truth.n
-            if box_pairs > max_box_pairs:
-                raise TooManyBoxPairs(max_box_pairs, index - first)
+        pairs = _predicted_boxes(parsed, ws_versions) * truth.n if isinstance(truth, GroundTruth) else 0
+        box_pairs_of.append(pairs)
+        box_pairs += pairs
+        if max_box_pairs is not None and box_pairs > max_box_pairs:
+            raise TooManyBoxPairs(max_box_pairs, index - first)
         scored, error, reason, inp = _score_sample(parsed, truth, sample, resolved, checked_params)
         for r in resolved:
             values[r.name].append(scored.get(r.name))
@@ -227,7 +232,7 @@ def score_batch(
         errors=errors,
         error_reasons=reasons,
         details=details,
-        stats=BatchStats(predicted_boxes, sample_failures, dict(counts)),
+        stats=BatchStats(predicted_boxes, sample_failures, dict(counts), box_pairs_of),
     )
 
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from shared.contract import OpenRLHFRequest, OpenRLHFResponse, Sample, ScoreRequest, trim_end_tokens
 
-from .. import metrics
+from .. import metrics, scoring_pool
 from ..engine import registry
 from ..engine.scoring import MAX_LISTED, listed, score_batch
 from ..errors import ServiceError
@@ -232,7 +232,10 @@ def score_together(jobs: list[Job]) -> list[Scored]:
     samples = [sample for job in jobs for sample in job.samples]
     plan, explain, settings = jobs[0].plan, jobs[0].explain, jobs[0].settings
     try:
-        scores = score_batch(
+        # score_batch itself, or a large batch in chunks on every core of the host (scoring_pool.py)
+        scores = scoring_pool.score_batch_pooled(
+            scoring_pool.client(settings.scoring_processes),
+            settings.chunk_samples,
             samples,
             plan.rewards,
             plan.params,
