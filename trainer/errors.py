@@ -18,6 +18,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 EXIT_OK = 0
 EXIT_USAGE = 2  # bad option, missing model folder or checkpoint (argparse uses 2 as well)
@@ -100,3 +101,30 @@ def run_command(body: Callable[[Sequence[str] | None], int], argv: Sequence[str]
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_DATA
+
+
+def reward_catalogue(client: Any, urls: Sequence[str]) -> dict:
+    """GET /v1/rewards through ``client`` (with its retries), before any model is loaded: a service
+    that is down, refuses the token or does not answer like a reward service is one `UserError`."""
+    from shared.client import RewardRequestError, RewardServiceError
+
+    where = ", ".join(urls)
+    try:
+        catalogue: dict = client.rewards_catalogue()
+    except RewardRequestError as exc:
+        if exc.status in (401, 403):
+            raise UserError(
+                f"the reward service at {where} refused the token (HTTP {exc.status}: {exc.detail}): give "
+                "the service's token with --reward_token or REWARD_API_TOKEN",
+                EXIT_SERVICE_AT_START,
+            ) from None
+        raise UserError(
+            f"the reward service at {where} refused GET /v1/rewards: {exc}", EXIT_SERVICE_AT_START
+        ) from None
+    except RewardServiceError as exc:
+        raise UserError(
+            f"the reward service at {where} is not reachable ({exc}): start it (`python -m "
+            "services.reward_api`, or `make serve`) or fix --reward_urls",
+            EXIT_SERVICE_AT_START,
+        ) from None
+    return catalogue

@@ -27,18 +27,18 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from shared.client import RewardClient, RewardRequestError, RewardServiceError
+from shared.client import RewardClient, RewardServiceError
 from shared.evaluate import evaluate_images, format_table
 from trainer import data, prompts
 from trainer import model as model_utils
 from trainer.coco_datasets import write_jsonl
 from trainer.errors import (
     EXIT_REWARD_SERVICE,
-    EXIT_SERVICE_AT_START,
     UserError,
     check_model_folder,
     offline_by_default,
     quiet_logs,
+    reward_catalogue,
     run_command,
 )
 
@@ -240,22 +240,7 @@ def service_urls(values: Sequence[str] | None) -> list[str]:
 def check_service(client: RewardClient, urls: Sequence[str]) -> None:
     """GET /v1/rewards before any model is loaded: a service that is down, or refuses the token,
     fails the command at once (not after generating every completion)."""
-    try:
-        client.rewards_catalogue()
-    except RewardRequestError as exc:
-        if exc.status in (401, 403):
-            raise UserError(
-                f"the reward service at {', '.join(urls)} refused the token (HTTP {exc.status}): give "
-                "the service's token with --reward_token or REWARD_API_TOKEN",
-                EXIT_SERVICE_AT_START,
-            ) from None
-        raise UserError(f"the reward service refused GET /v1/rewards: {exc}", EXIT_SERVICE_AT_START) from None
-    except RewardServiceError as exc:
-        raise UserError(
-            f"the reward service at {', '.join(urls)} is not reachable ({exc}): start it (`python -m "
-            "services.reward_api`) or fix --reward_urls",
-            EXIT_SERVICE_AT_START,
-        ) from None
+    reward_catalogue(client, urls)
 
 
 def plot_per_category(metrics: dict, name: str, path: Path) -> Path | None:

@@ -195,26 +195,11 @@ class RunRecord:
 def describe_service(od: ServiceArguments) -> dict:
     """GET /v1/rewards (with the client's retries): fails before any model is loaded if the service
     is not there, refuses the token, or does not answer like a reward service."""
-    from shared.client import RewardClient, RewardRequestError, RewardServiceError
+    from shared.client import RewardClient
+    from trainer.errors import reward_catalogue
 
-    urls = ", ".join(od.urls())
-    try:
-        with RewardClient(od.urls(), token=od.token(), **od.client_settings()) as client:
-            return client.rewards_catalogue()
-    except RewardRequestError as exc:
-        if exc.status in (401, 403):
-            raise UserError(
-                f"the reward service at {urls} refused the token (HTTP {exc.status}: {exc.detail}): give "
-                "the service's token with --reward_token or REWARD_API_TOKEN",
-                EXIT_SERVICE_AT_START,
-            ) from None
-        raise UserError(f"the reward service at {urls} refused GET /v1/rewards: {exc}", EXIT_SERVICE_AT_START) from None
-    except RewardServiceError as exc:
-        raise UserError(
-            f"the reward service at {urls} is not reachable ({exc}): start it (`python -m "
-            "services.reward_api`, or `make serve`) or fix --reward_urls",
-            EXIT_SERVICE_AT_START,
-        ) from None
+    with RewardClient(od.urls(), token=od.token(), **od.client_settings()) as client:
+        return reward_catalogue(client, od.urls())
 
 
 def check_rewards(catalogue: dict, names: Sequence[str]) -> None:
