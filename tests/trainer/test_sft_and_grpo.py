@@ -145,3 +145,20 @@ def test_training_and_evaluation_resize_images_with_the_bounds_saved_with_the_mo
 @pytest.fixture(autouse=True)
 def _one_thread(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+def test_a_nan_loss_stops_training_with_a_record_and_exit_status_4(tiny_model_dir, synthetic_dir, tmp_path):
+    """The NaN guard: an absurd learning rate blows the weights up after the first step; the run
+    stops at the first non-finite loss or gradient norm instead of training on garbage."""
+    from trainer.errors import EXIT_STOPPED
+
+    out = tmp_path / "sft"
+    with LocalService.start() as server:
+        status = sft.main([
+            "--model_name_or_path", str(tiny_model_dir), *data_args(synthetic_dir), *common(out, server.url, 6),
+            "--per_device_train_batch_size", "4", "--learning_rate", "1e30", "--max_grad_norm", "0",
+        ])  # fmt: skip
+    assert status == EXIT_STOPPED
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["status"] == "failed" and "TrainingStopped" in summary["error"]
+    assert "--attn_implementation eager" in summary["error"] and summary["steps"] < 6
