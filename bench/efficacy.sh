@@ -17,6 +17,9 @@
 # Results in $OUT: results.json (raw), table.md, *.png, and every run's logs and held-out answers
 # (runs.tar.gz); the runs themselves (checkpoints, data) in $RUNS (default $OUT/runs).
 #
+# PHASE=sft runs steps 1-2 only and PHASE=arms steps 3-4 only, on the same $RUNS: two device calls
+# of at most 10 minutes each instead of one (default PHASE=all, both).
+#
 # Needs on PYTHONPATH: torch (CUDA), transformers, trl, accelerate, datasets, httpx, fastapi,
 # uvicorn, pydantic, numpy, pillow, matplotlib (bench/gpu_session.sh's wheels). A CPU dry run of the
 # whole pipeline: DEVICE=cpu SMOKE=1 OUT=/tmp/eff bash bench/efficacy.sh
@@ -27,20 +30,21 @@ SEEDS=${SEEDS:-"0 1"}
 DEVICE=${DEVICE:-cuda}
 PORT=${PORT:-18790}
 WORKERS=${WORKERS:-4}
-SFT_SECONDS=${SFT_SECONDS:-220}     # SFT budget per seed
-SFT_STEPS=${SFT_STEPS:-900}        # the SFT schedule's length (cosine to 0); SFT_SECONDS stops it earlier
+PHASE=${PHASE:-all}                 # all, sft (data and SFT) or arms (from the SFT checkpoints in $RUNS)
+SFT_SECONDS=${SFT_SECONDS:-420}     # SFT budget per seed
+SFT_STEPS=${SFT_STEPS:-1000}       # the SFT schedule's length (cosine to 0); SFT_SECONDS stops it earlier
 SFT_LR=${SFT_LR:-1e-3}
-SFT_BATCH=${SFT_BATCH:-64}
-ARM_SECONDS=${ARM_SECONDS:-170}     # each arm's budget, the control's too
-GRPO_LR=${GRPO_LR:-3e-5}
-GRPO_BATCH=${GRPO_BATCH:-64}       # completions per step
+SFT_BATCH=${SFT_BATCH:-256}
+ARM_SECONDS=${ARM_SECONDS:-300}     # each arm's budget, the control's too
+GRPO_LR=${GRPO_LR:-1e-5}
+GRPO_BATCH=${GRPO_BATCH:-128}      # completions per step
 GENERATIONS=${GENERATIONS:-8}       # completions per prompt
 CONTROL_LR=${CONTROL_LR:-1e-4}      # the control continues SFT at this constant rate
-TRAIN_N=${TRAIN_N:-20000}
+TRAIN_N=${TRAIN_N:-50000}
 HELDOUT_N=${HELDOUT_N:-300}
 COMPLETION=${COMPLETION:-128}       # longest completion, tokens (3 boxes spelt digit by digit: ~110)
 EVAL_EVERY_GRPO=${EVAL_EVERY_GRPO:-15}
-EVAL_EVERY_SFT=${EVAL_EVERY_SFT:-200}
+EVAL_EVERY_SFT=${EVAL_EVERY_SFT:-250}
 ARMS=${ARMS:-"ap od_length wsum_cosine control"}
 BOOTSTRAP=${BOOTSTRAP:-400}
 REPORT_TO=${REPORT_TO:-none}      # tensorboard where it is installed
@@ -111,13 +115,15 @@ arm() {  # ARMS entries: a name below, optionally @LR to override its learning r
 }
 
 status=0
-pids=()
-for seed in $SEEDS; do prepare_and_sft "$seed" & pids+=($!); done
-for pid in "${pids[@]}"; do wait "$pid" || status=1; done
-echo "SFT done after $(( $(date +%s) - STARTED )) s (status $status)"
-if [ $status -ne 0 ]; then tail -n 30 "$RUNS"/seed*/sft.log "$RUNS"/seed*/prepare.log >&2; fi
+if [ "$PHASE" != arms ]; then
+  pids=()
+  for seed in $SEEDS; do prepare_and_sft "$seed" & pids+=($!); done
+  for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+  echo "SFT done after $(( $(date +%s) - STARTED )) s (status $status)"
+  if [ $status -ne 0 ]; then tail -n 30 "$RUNS"/seed*/sft.log "$RUNS"/seed*/prepare.log >&2; fi
+fi
 
-if [ $status -eq 0 ]; then
+if [ $status -eq 0 ] && [ "$PHASE" != sft ]; then
   pids=()
   for seed in $SEEDS; do for name in $ARMS; do arm "$seed" "$name" & pids+=($!); done; done
   for pid in "${pids[@]}"; do wait "$pid" || status=1; done
@@ -125,6 +131,7 @@ if [ $status -eq 0 ]; then
   [ $status -eq 0 ] || for f in "$RUNS"/seed*/*.log; do echo "== $f"; tail -n 8 "$f"; done >&2
 fi
 
+[ "$PHASE" = sft ] && ARMS=""  # the report of the SFT start alone
 "$PY" -m bench.efficacy_report "$RUNS" --url "$URL" --out "$OUT" --seeds $SEEDS --arms $ARMS \
   --bootstrap "$BOOTSTRAP" || status=1
 echo "total $(( $(date +%s) - STARTED )) s"

@@ -207,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--url", required=True, help="reward service base URL")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seeds", nargs="+", type=int, required=True)
-    parser.add_argument("--arms", nargs="+", required=True)
+    parser.add_argument("--arms", nargs="*", default=[], help="the arms to report (none: the SFT start alone)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="paired bootstrap resamples")
     args = parser.parse_args(argv)
     scorer = Scorer(args.url)

@@ -143,9 +143,12 @@ def load_processor(
 
 
 def load_model(model_path: str, dtype: str | None = None, attn_implementation: str | None = None):
-    """Qwen2.5-VL (any image-text-to-text model) for training or generation."""
+    """Qwen2.5-VL (any image-text-to-text model) for training or generation; without a flash kernel its
+    vision tower attends through `trainer.attention.packed_attention`."""
     import torch
     from transformers import AutoModelForImageTextToText
+
+    from trainer.attention import use_packed_vision_attention
 
     kwargs: dict[str, Any] = {}
     if dtype not in (None, "auto"):
@@ -154,7 +157,9 @@ def load_model(model_path: str, dtype: str | None = None, attn_implementation: s
         kwargs["dtype"] = "auto"
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
-    return AutoModelForImageTextToText.from_pretrained(model_path, **kwargs)
+    model = AutoModelForImageTextToText.from_pretrained(model_path, **kwargs)
+    use_packed_vision_attention(model)  # one attention call per vision layer, not one per image
+    return model
 
 
 def vision_modules(model: Any) -> list:

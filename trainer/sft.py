@@ -56,6 +56,27 @@ def build_sft_dataset(examples: Sequence[Any], template: str, thinking: str | No
     return data.build_dataset(examples, template, extra_columns={"completion": completions})
 
 
+def build_trainer(
+    options: SFTArguments, args: Any, model_args: Any, processor: Any, callbacks: Sequence[Any] = (), resume=None
+):
+    """TRL's SFTTrainer on the run's data and model (the checkpoint's weights when resuming a full fine-tune)."""
+    from trl import SFTTrainer
+
+    from trainer.attention import rope_positions_in_collator
+    from trainer.model import load_model
+    from trainer.train import coordinates_of, full_weights, load_training_data
+
+    examples, _ = load_training_data(options, processor, coordinates_of(model_args.model_name_or_path))
+    dataset = build_sft_dataset(examples, options.question_template, options.thinking)
+    source = resume if full_weights(resume) else model_args.model_name_or_path
+    model = load_model(str(source), model_args.dtype, model_args.attn_implementation)
+    trainer = SFTTrainer(
+        model=model, args=args, train_dataset=dataset, processing_class=processor, callbacks=list(callbacks)
+    )
+    rope_positions_in_collator(trainer)  # in the data loader's workers, not in the training step
+    return trainer
+
+
 def parse_arguments(argv: Sequence[str] | None) -> tuple[SFTArguments, Any, Any]:
     from trl import SFTConfig
 
@@ -75,21 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    from trl import SFTTrainer
-
     from trainer.callbacks import NonFiniteGuard, TimeLimit
-    from trainer.model import load_model, load_processor, model_type, save_processor
+    from trainer.model import load_processor, model_type, save_processor
     from trainer.options import heldout_callback
     from trainer.telemetry import Telemetry, TelemetryCallback
-    from trainer.train import (
-        coordinates_of,
-        describe_service,
-        full_weights,
-        load_training_data,
-        load_weights_here,
-        resume_checkpoint,
-        run_training,
-    )
+    from trainer.train import coordinates_of, describe_service, load_weights_here, resume_checkpoint, run_training
 
     options, args, model_args = parse_arguments(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -99,17 +110,12 @@ def _main(argv: Sequence[str] | None) -> int:
         describe_service(options)  # the held-out rounds need it: fail now, not after the first steps
     coordinates = coordinates_of(model_args.model_name_or_path)
     processor = load_processor(model_args.model_name_or_path, options.min_pixels, options.max_pixels)
-    examples, _ = load_training_data(options, processor, coordinates)
-    dataset = build_sft_dataset(examples, options.question_template, options.thinking)
-    source = resume if full_weights(resume) else model_args.model_name_or_path
-    model = load_model(str(source), model_args.dtype, model_args.attn_implementation)
-
     summary = TelemetryCallback(Telemetry(), args.output_dir, [])  # train_summary.json, as GRPO writes it
     callbacks = [summary, NonFiniteGuard(), TimeLimit(options.max_seconds)]
     heldout = heldout_callback(options, processor, args.output_dir, options.question_template, coordinates)
     if heldout is not None:
         callbacks.insert(0, heldout)  # before the summary: its last round is in train_summary.json
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor, callbacks=callbacks)
+    trainer = build_trainer(options, args, model_args, processor, callbacks, resume)
     if heldout is not None:
         heldout.trainer = trainer
     load_weights_here(trainer, resume)
