@@ -71,6 +71,13 @@ class ODArguments(DataArguments, ServiceArguments, HeldOutArguments):
         default=None,
         metadata={"help": "Prometheus port of the trainer (env TRAINER_METRICS_PORT, default 9400); 0 disables."},
     )
+    save_final_model: bool = field(
+        default=True,
+        metadata={
+            "help": "Save the model and processor to output_dir at the end (false: measurements, or runs whose "
+            "checkpoints suffice; a 3B model is 7.5 GB)."
+        },
+    )
 
     def params(self) -> dict | None:
         if self.reward_params in (None, ""):
@@ -411,7 +418,14 @@ def _main(argv: Sequence[str] | None) -> int:
     from trainer.callbacks import CheckpointRecord, NonFiniteGuard, TimeLimit
     from trainer.model import load_processor, model_type, save_processor
     from trainer.options import heldout_callback
-    from trainer.telemetry import Telemetry, TelemetryCallback, default_metrics_port, timed_client_class
+    from trainer.telemetry import (
+        Telemetry,
+        TelemetryCallback,
+        default_metrics_port,
+        run_setup,
+        timed_client_class,
+        timed_generation,
+    )
 
     od, args, model_args = parse_arguments(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -479,6 +493,9 @@ def _main(argv: Sequence[str] | None) -> int:
     )
     if heldout is not None:
         heldout.trainer = trainer
+    if not timed_generation(trainer, telemetry):
+        logger.warning("this TRL has no _generate_single_turn: generation speed is not measured")
+    summary.setup = run_setup(trainer)
     load_weights_here(trainer, resume)
     try:
         status = run_training(trainer, summary, resume)
@@ -486,9 +503,11 @@ def _main(argv: Sequence[str] | None) -> int:
         telemetry.close()
     if status != 0:
         return status
-    trainer.save_model(args.output_dir)
+    if od.save_final_model:
+        trainer.save_model(args.output_dir)
+        if is_main:
+            save_processor(processor, args.output_dir, model_type(model_args.model_name_or_path))
     if is_main:
-        save_processor(processor, args.output_dir, model_type(model_args.model_name_or_path))
         result = summary.summary()
         logger.info(
             "done: %d steps, %.3f steps/s, reward wait %.2f%% of step time; summary in %s",
