@@ -189,8 +189,9 @@ run_mode() {  # run_mode MODE CAP MAX_SECONDS: writes $STAGE/MODE/{train.log,gpu
   poll_gpu_memory > "$dir/gpu_memory.csv" &
   POLLER=$!
   started=$(date +%s)
-  # SIGINT at the cap: the trainer writes train_summary.json (the steps so far) before it exits.
-  timeout -s INT -k 20 "$cap" "${launch[@]}" --config "$RECIPE" --model_name_or_path "$model" \
+  # SIGTERM at the cap (to the whole process group): the trainer writes train_summary.json (the
+  # steps so far) before it exits; SIGKILL 20 s later if it has not.
+  timeout -s TERM -k 20 "$cap" "${launch[@]}" --config "$RECIPE" --model_name_or_path "$model" \
     --data_files "$WORK/data/train.jsonl" --image_folders "$WORK/data/images" --reward_urls "$URL" \
     --output_dir "$dir/run" --max_steps "$STEPS" --max_seconds "$max_seconds" \
     --max_completion_length "$COMPLETION" --attn_implementation "$ATTN" --save_strategy no \

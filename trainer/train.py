@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import json
 import logging
+import contextlib
 import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -381,15 +384,43 @@ def load_weights_here(trainer: Any, resume: Path | None) -> None:
         trainer._load_from_checkpoint = lambda resume_from_checkpoint, model=None: None
 
 
+@contextlib.contextmanager
+def interrupted_by_sigterm() -> Iterator[None]:
+    """SIGTERM (a scheduler stopping the job, ``docker stop``, ``timeout``) interrupts training as
+    Ctrl-C does, with a KeyboardInterrupt, instead of ending the process on the spot: the run's
+    record of the steps so far is written first (`run_training`)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread
+        return
+
+    fired = False
+
+    def interrupt(signum: int, _frame: Any) -> None:
+        nonlocal fired
+        fired = True
+        # A second SIGTERM (a launcher passing the first one on) must not cut the record short.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        if not fired:  # once fired, the process is on its way out, writing its record
+            signal.signal(signal.SIGTERM, previous)
+
+
 def run_training(trainer: Any, summary: Any, resume: Path | None = None) -> int:
     """``trainer.train()`` (from ``resume``, a checkpoint: model, optimizer, scheduler, RNG, step and
-    data position) with a record whatever happens: a run that fails for any reason writes
-    ``train_summary.json`` with status ``failed`` and the error before the error propagates."""
+    data position) with a record whatever happens: a run that fails for any reason, or is stopped
+    by Ctrl-C or SIGTERM, writes ``train_summary.json`` with status ``failed`` and the error before
+    the error propagates."""
     from shared.client import RewardServiceError
     from trainer.callbacks import TrainingStopped
 
     try:
-        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        with interrupted_by_sigterm():
+            trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     except RewardServiceError as exc:
         summary.fail(exc)
         print(

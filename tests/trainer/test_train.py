@@ -186,6 +186,29 @@ def test_training_stops_with_a_clear_error_beyond_the_retry_budget(tiny_model_di
     assert summary["reward_requests_failed"] == 1
 
 
+def test_sigterm_stops_training_with_the_record_of_the_steps_so_far(tiny_model_dir, synthetic_dir, tmp_path):
+    """A scheduler's SIGTERM (or bench/fullsize.sh's time cap) ends the run with its summary written."""
+    out = tmp_path / "run"
+    server = LocalService.start()
+    trainer = start_trainer(tiny_model_dir, synthetic_dir, out, server.url, 500)
+    try:
+        deadline = time.monotonic() + 120
+        while score_requests(server.url) < 2:  # the second batch is asked for once the first step is done
+            assert trainer.poll() is None, trainer.stdout.read()
+            assert time.monotonic() < deadline, "the trainer never asked for rewards"
+            time.sleep(0.05)
+        trainer.send_signal(signal.SIGTERM)
+        output, _ = trainer.communicate(timeout=60)
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()
+        server.stop()
+    assert trainer.returncode != 0, output
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["status"] == "failed" and summary["error"] == "KeyboardInterrupt: stopped by signal SIGTERM"
+    assert 1 <= summary["steps"] < 500 and len(summary["log_history"]) == summary["steps"]
+
+
 @pytest.fixture(autouse=True)
 def _one_thread(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
