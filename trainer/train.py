@@ -17,9 +17,9 @@ User mistakes end with one line and an exit code of `trainer.errors` (the README
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import contextlib
 import os
 import signal
 import sys
