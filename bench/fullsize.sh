@@ -75,15 +75,18 @@ if [ "$DEVICE" != cpu ] && compgen -G "$WHEELS/*.whl" > /dev/null; then
 fi
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 
-STAGE=$(mktemp -d)                  # logs and summaries: packed into $OUT at the end
-WORK=${WORK:-$(mktemp -d)}          # models and data: left out of $OUT
+STAGE=$(mktemp -d)   # logs and summaries: packed into $OUT at the end
+# Models (16 GB) and data, left out of $OUT: a temporary folder, or WORK (kept afterwards).
+WORK_GIVEN=${WORK:-}
+WORK=${WORK:-$(mktemp -d)}
 SERVICE=""
 POLLER=""
 # shellcheck disable=SC2317  # called by the EXIT trap
 cleanup() {
   [ -n "$POLLER" ] && kill "$POLLER" 2>/dev/null
   [ -n "$SERVICE" ] && { kill "$SERVICE" 2>/dev/null; wait "$SERVICE" 2>/dev/null; }
-  rm -rf "$WORK" "$STAGE"
+  rm -rf "$STAGE"
+  [ -z "$WORK_GIVEN" ] && rm -rf "$WORK"
 }
 trap cleanup EXIT
 
