@@ -13,6 +13,9 @@ LOCK   := requirements.lock
 # The frameworks tests/integrations runs (extra `integrations`): pinned with hashes but without their
 # own dependencies, which would pull CUDA wheels, deepspeed and flash-attn.
 INTEGRATIONS_LOCK := requirements-integrations.lock
+# DeepSpeed for GPU machines (extra `gpu`): pinned with hashes, without dependencies, never installed
+# here (no GPU); bench/fullsize_wheels.sh turns it into wheels for a GPU machine.
+GPU_LOCK := requirements-gpu.lock
 LOCK_EXTRAS := --extra service --extra trainer --extra test --extra deploy --extra dev --extra serve
 IMAGE_LOCKS := deploy/reward-api/requirements.txt deploy/trainer/requirements.txt
 # The lock tool, at the version pyproject.toml pins (extra `dev`).
@@ -48,13 +51,16 @@ lock:
 	$(PY) -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['integrations']))" \
 		> $(VENV)/integrations.in
 	$(VENV)/bin/uv pip compile $(VENV)/integrations.in --no-deps --generate-hashes $(UV_COMPILE) -o $(INTEGRATIONS_LOCK)
+	$(PY) -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['gpu']))" \
+		> $(VENV)/gpu.in
+	$(VENV)/bin/uv pip compile $(VENV)/gpu.in --no-deps --generate-hashes $(UV_COMPILE) -o $(GPU_LOCK)
 	$(VENV)/bin/uv pip compile pyproject.toml --extra service --generate-hashes -c $(LOCK) $(UV_COMPILE) \
 		-o deploy/reward-api/requirements.txt
 	$(VENV)/bin/uv pip compile pyproject.toml --extra trainer --no-emit-package torch -c $(LOCK) $(UV_COMPILE) \
 		-o deploy/trainer/requirements.txt
 	@! grep -nE '^(nvidia-|triton)|^torch==.*\+cu' $(LOCK) $(IMAGE_LOCKS) \
 		|| { echo "CUDA packages in the lock: is $(WHEELS) missing the CPU torch wheel?" >&2; exit 1; }
-	@echo "wrote $(LOCK), $(INTEGRATIONS_LOCK) and $(IMAGE_LOCKS); now: make install"
+	@echo "wrote $(LOCK), $(INTEGRATIONS_LOCK), $(GPU_LOCK) and $(IMAGE_LOCKS); now: make install"
 
 # ruff (lint + format) and mypy on the code; every check runs, the target fails if any failed.
 lint: $(STAMP)

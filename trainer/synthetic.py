@@ -8,7 +8,9 @@ the research); a question that names only absent objects is answered ``None``. I
 deliberately not multiples of 28, so the processor's resize changes them and the coordinate
 conversion is exercised. ``--preset tiny`` (default) draws 70-130 pixel images for the tiny
 model; ``--preset small`` draws 120-165 pixel images for the small model (``trainer.tiny_model
---preset small``). Different seeds give disjoint draws: train and held-out sets come from two seeds.
+--preset small``); ``--preset large`` draws images of COCO's usual sizes (480-640 pixels a side, as
+the research's), for the full-size models (``bench/fullsize.sh``). Different seeds give disjoint
+draws: train and held-out sets come from two seeds.
 """
 
 from __future__ import annotations
@@ -89,7 +91,11 @@ def make_sample(rng: random.Random, image_dir: Path, index: int, sizes: Sequence
 
 # Deliberately off the 28-pixel grid: the processor resizes every one of them.
 DEFAULT_SIZES = ((100, 75), (90, 90), (130, 70), (70, 110))
-SIZE_PRESETS = {"tiny": DEFAULT_SIZES, "small": ((150, 130), (140, 140), (165, 120), (125, 155))}
+SIZE_PRESETS = {
+    "tiny": DEFAULT_SIZES,
+    "small": ((150, 130), (140, 140), (165, 120), (125, 155)),
+    "large": ((640, 480), (600, 450), (500, 500), (480, 640)),
+}
 
 
 def generate(out_dir: str | Path, n: int, seed: int = 0, sizes: Sequence[tuple[int, int]] = DEFAULT_SIZES) -> Path:

@@ -1,5 +1,6 @@
 """What the trainer reports about itself: Prometheus metrics on a port of its own, and a JSON summary
-of the run (steps per second, time spent waiting for rewards) in the output directory.
+of the run (steps per second, time spent waiting for rewards, generation speed, peak GPU memory) in
+the output directory.
 
 Prometheus (``--metrics_port``, env ``TRAINER_METRICS_PORT``, default 9400, 0 disables; main
 process only):
@@ -74,6 +75,8 @@ class Telemetry:
         self.request_total_s = 0.0
         self.retry_count = 0
         self.wait_total_s = 0.0
+        self.generation_total_s = 0.0
+        self.generated_tokens = 0
 
     def observe_request(self, seconds: float, ok: bool = True) -> None:
         if ok:
@@ -91,11 +94,72 @@ class Telemetry:
         self.wait_total_s += seconds
         self.wait_seconds.inc(seconds)
 
+    def observe_generation(self, seconds: float, tokens: int) -> None:
+        """One generation round: its wall time and the completion tokens it produced."""
+        self.generation_total_s += seconds
+        self.generated_tokens += tokens
+
     def close(self) -> None:
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
             self.server = None
+
+
+def gpu_memory() -> dict:
+    """This process's peak GPU memory (bytes) as PyTorch's allocator saw it, model loading included:
+    what its tensors held at most (``allocated``) and what the allocator reserved (``reserved``; the
+    CUDA context and other processes come on top, see nvidia-smi). Empty without a CUDA device."""
+    import torch
+
+    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return {}
+    return {
+        "gpu_name": torch.cuda.get_device_name(),
+        "gpu_peak_allocated_bytes": torch.cuda.max_memory_allocated(),
+        "gpu_peak_reserved_bytes": torch.cuda.max_memory_reserved(),
+    }
+
+
+def run_setup(trainer: Any) -> dict:
+    """How ``trainer`` (a transformers Trainer) trains: processes, DeepSpeed's ZeRO stage, LoRA,
+    gradient checkpointing, precision and attention, as the train summary records them."""
+    args, model = trainer.args, trainer.model
+    plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None) if trainer.is_deepspeed_enabled else None
+    config = getattr(model, "config", None)
+    return {
+        "world_size": args.world_size,
+        "deepspeed_zero_stage": plugin.zero_stage if plugin is not None else None,
+        "peft": type(model).__name__.startswith("Peft"),
+        "gradient_checkpointing": bool(args.gradient_checkpointing),
+        "bf16": bool(args.bf16),
+        "dtype": str(getattr(model, "dtype", "")).removeprefix("torch."),
+        "attn_implementation": getattr(config, "_attn_implementation", None),
+        # ZeRO-3 partitions every parameter at load: ds_numel is its whole size, numel() its local part
+        "parameters": sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters()),
+        "trainable_parameters": sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad),
+    }
+
+
+def timed_generation(trainer: Any, telemetry: Telemetry) -> bool:
+    """Measure each of GRPO's generation rounds (wall time, completion tokens) into ``telemetry``.
+
+    TRL exposes no hook around its generation, so this wraps the trainer's ``_generate_single_turn``
+    (TRL 1.16, pinned), the call that runs ``model.generate`` and returns the completion ids; a TRL
+    without it leaves generation unmeasured (False) rather than failing the run."""
+    original = getattr(trainer, "_generate_single_turn", None)
+    if original is None:
+        return False
+
+    def measured(*args: Any, **kwargs: Any):
+        started = time.perf_counter()
+        result = original(*args, **kwargs)
+        completion_ids = result[0]  # (completion_ids, logprobs); ids as lists, so the GPU work is done
+        telemetry.observe_generation(time.perf_counter() - started, sum(len(ids) for ids in completion_ids))
+        return result
+
+    trainer._generate_single_turn = measured
+    return True
 
 
 def timed_client_class():
@@ -134,9 +198,11 @@ class TelemetryCallback(TrainerCallback):
         self._train_start = 0.0
         self._step_start = 0.0
         self._wait_at_step_start = 0.0
+        self._generation_at_step_start = (0.0, 0)
         self.status = "running"
         self.error: str | None = None
         self.log_history: list[dict] = []
+        self.setup: dict[str, Any] = {}  # how the run was set up (`run_setup`), for the record
         self.global_step = 0  # the optimizer step reached (counts a resumed run's earlier steps)
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -149,11 +215,22 @@ class TelemetryCallback(TrainerCallback):
     def on_step_begin(self, args, state, control, **kwargs):
         self._step_start = time.perf_counter()
         self._wait_at_step_start = self.telemetry.wait_total_s
+        self._generation_at_step_start = (self.telemetry.generation_total_s, self.telemetry.generated_tokens)
 
     def on_step_end(self, args, state, control, **kwargs):
         seconds = time.perf_counter() - self._step_start
-        wait = self.telemetry.wait_total_s - self._wait_at_step_start
-        self.steps.append({"step": state.global_step, "seconds": seconds, "reward_wait_seconds": wait})
+        t = self.telemetry
+        wait = t.wait_total_s - self._wait_at_step_start
+        generation_s, tokens = self._generation_at_step_start
+        self.steps.append(
+            {
+                "step": state.global_step,
+                "seconds": seconds,
+                "reward_wait_seconds": wait,
+                "generation_seconds": t.generation_total_s - generation_s,
+                "generated_tokens": t.generated_tokens - tokens,
+            }
+        )
         self.global_step = state.global_step
         self.telemetry.step.set(state.global_step)
 
@@ -189,6 +266,8 @@ class TelemetryCallback(TrainerCallback):
         steady = self.steps[1:] if len(self.steps) > 1 else self.steps
         steady_s = sum(s["seconds"] for s in steady)
         steady_wait = sum(s["reward_wait_seconds"] for s in steady)
+        steady_generation_s = sum(s.get("generation_seconds", 0.0) for s in steady)
+        steady_tokens = sum(s.get("generated_tokens", 0) for s in steady)
         t = self.telemetry
         return {
             "status": self.status,
@@ -205,6 +284,14 @@ class TelemetryCallback(TrainerCallback):
             "reward_requests_failed": t.failed_requests,
             "reward_request_seconds_mean": t.request_total_s / t.requests if t.requests else None,
             "reward_retries": t.retry_count,
+            "generation_seconds": t.generation_total_s,
+            "generated_tokens": t.generated_tokens,
+            "generation_tokens_per_second": t.generated_tokens / t.generation_total_s if t.generation_total_s else None,
+            "steady_generation_tokens_per_second": (
+                steady_tokens / steady_generation_s if steady_generation_s else None
+            ),
+            **gpu_memory(),
+            "setup": self.setup,
             "rewards": self.reward_names,
             "log_history": self.log_history,
             "per_step": self.steps,

@@ -17,12 +17,15 @@ User mistakes end with one line and an exit code of `trainer.errors` (the README
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +73,13 @@ class ODArguments(DataArguments, ServiceArguments, HeldOutArguments):
     metrics_port: int | None = field(
         default=None,
         metadata={"help": "Prometheus port of the trainer (env TRAINER_METRICS_PORT, default 9400); 0 disables."},
+    )
+    save_final_model: bool = field(
+        default=True,
+        metadata={
+            "help": "Save the model and processor to output_dir at the end (false: measurements, or runs whose "
+            "checkpoints suffice; a 3B model is 7.5 GB)."
+        },
     )
 
     def params(self) -> dict | None:
@@ -374,15 +384,43 @@ def load_weights_here(trainer: Any, resume: Path | None) -> None:
         trainer._load_from_checkpoint = lambda resume_from_checkpoint, model=None: None
 
 
+@contextlib.contextmanager
+def interrupted_by_sigterm() -> Iterator[None]:
+    """SIGTERM (a scheduler stopping the job, ``docker stop``, ``timeout``) interrupts training as
+    Ctrl-C does, with a KeyboardInterrupt, instead of ending the process on the spot: the run's
+    record of the steps so far is written first (`run_training`)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread
+        return
+
+    fired = False
+
+    def interrupt(signum: int, _frame: Any) -> None:
+        nonlocal fired
+        fired = True
+        # A second SIGTERM (a launcher passing the first one on) must not cut the record short.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        if not fired:  # once fired, the process is on its way out, writing its record
+            signal.signal(signal.SIGTERM, previous)
+
+
 def run_training(trainer: Any, summary: Any, resume: Path | None = None) -> int:
     """``trainer.train()`` (from ``resume``, a checkpoint: model, optimizer, scheduler, RNG, step and
-    data position) with a record whatever happens: a run that fails for any reason writes
-    ``train_summary.json`` with status ``failed`` and the error before the error propagates."""
+    data position) with a record whatever happens: a run that fails for any reason, or is stopped
+    by Ctrl-C or SIGTERM, writes ``train_summary.json`` with status ``failed`` and the error before
+    the error propagates."""
     from shared.client import RewardServiceError
     from trainer.callbacks import TrainingStopped
 
     try:
-        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        with interrupted_by_sigterm():
+            trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     except RewardServiceError as exc:
         summary.fail(exc)
         print(
@@ -411,7 +449,14 @@ def _main(argv: Sequence[str] | None) -> int:
     from trainer.callbacks import CheckpointRecord, NonFiniteGuard, TimeLimit
     from trainer.model import load_processor, model_type, save_processor
     from trainer.options import heldout_callback
-    from trainer.telemetry import Telemetry, TelemetryCallback, default_metrics_port, timed_client_class
+    from trainer.telemetry import (
+        Telemetry,
+        TelemetryCallback,
+        default_metrics_port,
+        run_setup,
+        timed_client_class,
+        timed_generation,
+    )
 
     od, args, model_args = parse_arguments(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -479,6 +524,9 @@ def _main(argv: Sequence[str] | None) -> int:
     )
     if heldout is not None:
         heldout.trainer = trainer
+    if not timed_generation(trainer, telemetry):
+        logger.warning("this TRL has no _generate_single_turn: generation speed is not measured")
+    summary.setup = run_setup(trainer)
     load_weights_here(trainer, resume)
     try:
         status = run_training(trainer, summary, resume)
@@ -486,9 +534,11 @@ def _main(argv: Sequence[str] | None) -> int:
         telemetry.close()
     if status != 0:
         return status
-    trainer.save_model(args.output_dir)
+    if od.save_final_model:
+        trainer.save_model(args.output_dir)
+        if is_main:
+            save_processor(processor, args.output_dir, model_type(model_args.model_name_or_path))
     if is_main:
-        save_processor(processor, args.output_dir, model_type(model_args.model_name_or_path))
         result = summary.summary()
         logger.info(
             "done: %d steps, %.3f steps/s, reward wait %.2f%% of step time; summary in %s",

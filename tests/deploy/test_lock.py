@@ -20,6 +20,9 @@ from .conftest import DEPLOY, ROOT
 LOCK = ROOT / "requirements.lock"
 INTEGRATIONS_LOCK = ROOT / "requirements-integrations.lock"  # locked without their dependencies
 INTEGRATIONS = "integrations"
+GPU_LOCK = ROOT / "requirements-gpu.lock"  # deepspeed for GPU machines: locked apart, never installed here
+GPU = "gpu"
+APART = {INTEGRATIONS: INTEGRATIONS_LOCK, GPU: GPU_LOCK}  # extras locked apart from requirements.lock
 REWARD_IMAGE = DEPLOY / "reward-api" / "requirements.txt"
 TRAINER_IMAGE = DEPLOY / "trainer" / "requirements.txt"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -56,7 +59,7 @@ def public(version: str) -> str:
 
 def test_every_pin_of_pyproject_is_in_the_lock():
     lock = pins(LOCK)
-    extras = [extra for extra in PYPROJECT["project"]["optional-dependencies"] if extra != INTEGRATIONS]
+    extras = [extra for extra in PYPROJECT["project"]["optional-dependencies"] if extra not in APART]
     build = [Requirement(r) for r in PYPROJECT["build-system"]["requires"]]
     stale = {}
     for req in direct(*extras) + build:
@@ -68,15 +71,24 @@ def test_every_pin_of_pyproject_is_in_the_lock():
     assert not stale, f"requirements.lock is stale (pyproject pin, lock): {stale}. Run: make lock"
 
 
-def test_the_frameworks_are_locked_apart_exactly_as_pinned_and_share_nothing_with_the_lock():
-    """The integrations extra is locked alone, without the frameworks' own dependencies (CUDA wheels,
-    deepspeed): exactly pyproject's pins, each with its hash, none also in requirements.lock."""
-    locked = pins(INTEGRATIONS_LOCK)
+@pytest.mark.parametrize("extra", sorted(APART))
+def test_the_extras_locked_apart_are_exactly_as_pinned_and_share_nothing_with_the_lock(extra):
+    """The integrations extra (the frameworks, without their own dependencies: CUDA wheels, deepspeed)
+    and the gpu extra (deepspeed, a source archive) are each locked alone: exactly pyproject's pins,
+    each with its hash, none also in requirements.lock."""
+    locked = pins(APART[extra])
     pinned = {canonicalize_name(r.name): str(next(iter(r.specifier)).version)
-              for r in (Requirement(x) for x in PYPROJECT["project"]["optional-dependencies"][INTEGRATIONS])}
+              for r in (Requirement(x) for x in PYPROJECT["project"]["optional-dependencies"][extra])}
     assert {name: version for name, (version, _) in locked.items()} == pinned, "Run: make lock"
     assert all(hashes for _, hashes in locked.values())
     assert not set(locked) & set(pins(LOCK)), "a package pinned in both locks"
+
+
+def test_the_gpu_lock_is_not_installed_here():
+    """deepspeed needs a GPU: `make install` (and so CI) installs the other locks, not this one."""
+    makefile = (ROOT / "Makefile").read_text()
+    install = makefile[makefile.index("$(STAMP):"):makefile.index("install: $(STAMP)")]
+    assert "INTEGRATIONS_LOCK" in install and "GPU_LOCK" not in install
 
 
 def test_every_locked_file_is_checked_by_its_hash_and_torch_is_the_cpu_build():

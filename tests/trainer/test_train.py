@@ -73,6 +73,15 @@ def test_grpo_trains_the_tiny_model_with_rewards_from_the_service(tiny_model_dir
     for entry in summary["log_history"]:
         for name in REWARDS:
             assert f"rewards/{name}/mean" in entry
+    # Every generation round measured: the completion tokens TRL counted (4 completions a step), in
+    # the time model.generate took; and how the run was set up.
+    for step, entry in zip(summary["per_step"], summary["log_history"], strict=True):
+        assert step["generated_tokens"] == round(4 * entry["completions/mean_length"]) > 0
+        assert 0 < step["generation_seconds"] < step["seconds"]
+    assert summary["generated_tokens"] / summary["generation_seconds"] == summary["generation_tokens_per_second"]
+    setup = summary["setup"]
+    assert setup["world_size"] == 1 and setup["deepspeed_zero_stage"] is None and not setup["peft"]
+    assert setup["trainable_parameters"] == setup["parameters"] > 0
     before, after = weights(tiny_model_dir), weights(out)
     changed = [name for name in before if not (before[name] == after[name]).all()]
     assert changed, "GRPO did not change any weight"
@@ -94,6 +103,8 @@ def test_lora_with_a_frozen_vision_tower_trains_language_adapters_only(tiny_mode
     assert not any("visual" in name for name in adapters), "LoRA adapters on the frozen vision tower"
     trained = [name for name, value in adapters.items() if "lora_B" in name and value.abs().sum() > 0]
     assert trained, "no LoRA adapter moved from its zero initialisation"
+    setup = json.loads((out / "train_summary.json").read_text())["setup"]
+    assert setup["peft"] and 0 < setup["trainable_parameters"] < setup["parameters"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -173,6 +184,29 @@ def test_training_stops_with_a_clear_error_beyond_the_retry_budget(tiny_model_di
     # Only the batches the service scored were trained on and logged; the unscored one was not.
     assert summary["reward_requests"] == served == summary["steps"] == len(summary["log_history"])
     assert summary["reward_requests_failed"] == 1
+
+
+def test_sigterm_stops_training_with_the_record_of_the_steps_so_far(tiny_model_dir, synthetic_dir, tmp_path):
+    """A scheduler's SIGTERM (or bench/fullsize.sh's time cap) ends the run with its summary written."""
+    out = tmp_path / "run"
+    server = LocalService.start()
+    trainer = start_trainer(tiny_model_dir, synthetic_dir, out, server.url, 500)
+    try:
+        deadline = time.monotonic() + 120
+        while score_requests(server.url) < 2:  # the second batch is asked for once the first step is done
+            assert trainer.poll() is None, trainer.stdout.read()
+            assert time.monotonic() < deadline, "the trainer never asked for rewards"
+            time.sleep(0.05)
+        trainer.send_signal(signal.SIGTERM)
+        output, _ = trainer.communicate(timeout=60)
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()
+        server.stop()
+    assert trainer.returncode != 0, output
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["status"] == "failed" and summary["error"] == "KeyboardInterrupt: stopped by signal SIGTERM"
+    assert 1 <= summary["steps"] < 500 and len(summary["log_history"]) == summary["steps"]
 
 
 @pytest.fixture(autouse=True)
