@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import resource
 import statistics
 import time
 from pathlib import Path
@@ -176,13 +177,16 @@ def latency(server: LocalService, samples: list[dict], batch_size: int = 64, n_r
 
 # The services compared side by side by `single_client_scaling`: today's design (each worker scores
 # its own requests, on one core) and the host's scoring pool (services/reward_api/scoring_pool.py).
+# The baseline and the target come first: every repetition measures them next to each other.
 SCALING_SERVICES = {
     "1 worker, no pool": {"workers": 1, "env": {"REWARD_API_SCORING_PROCESSES": "0"}},
+    "2 workers + pool": {"workers": 2, "env": {}},
     "2 workers, no pool": {"workers": 2, "env": {"REWARD_API_SCORING_PROCESSES": "0"}},
     "1 worker + pool": {"workers": 1, "env": {}},
-    "2 workers + pool": {"workers": 2, "env": {}},
 }
 BASELINE = "1 worker, no pool"
+TARGET = "2 workers + pool"  # issue 15: at least TARGET_RATIO x BASELINE, in every repetition
+TARGET_RATIO = 1.7
 
 
 async def _one_client(
@@ -212,35 +216,50 @@ def single_client_scaling(
     batch_size: int = 4096,
     connections: tuple[int, ...] = (1, 2),
     repeats: int = 5,
-    requests_per_run: int = 4,
+    requests_per_run: int = 8,
 ) -> dict:
     """Samples/s of one client sending ``batch_size``-sample batches (all seven rewards) over 1 or 2
-    keep-alive connections, to each service of SCALING_SERVICES; all of them run at once and every
-    repetition measures each in turn, so they share the machine's load alike (it is shared). Each
-    run also records the cores the service used (its processes' CPU seconds over the wall time)."""
+    keep-alive connections, to each service of SCALING_SERVICES. All of them run at once and every
+    repetition measures each in turn, in the opposite order every other repetition, so a load that
+    comes or goes during the run weighs on all alike (the machine may be shared). Each measurement
+    also records the cores the service used (its processes' CPU seconds over the wall time), the
+    client's (this process) and everything else's on the machine (other jobs, the kernel): a
+    repetition starved of CPU shows as such."""
     body = orjson.dumps({"samples": samples[:batch_size], "rewards": ALL_REWARDS})
     warm_body = orjson.dumps({"samples": samples[:1], "rewards": ALL_REWARDS})
-    runs: dict[str, dict[int, list[float]]] = {name: {c: [] for c in connections} for name in SCALING_SERVICES}
-    cores: dict[str, dict[int, list[float]]] = {name: {c: [] for c in connections} for name in SCALING_SERVICES}
+    names = list(SCALING_SERVICES)
+    runs: dict[str, dict[int, list[float]]] = {name: {c: [] for c in connections} for name in names}
+    cores: dict[str, dict[int, list[dict]]] = {name: {c: [] for c in connections} for name in names}
     services: dict[str, LocalService] = {}
     try:
         for name, spec in SCALING_SERVICES.items():
             env = {"REWARD_API_LOG_LEVEL": "warning", **spec["env"]}
             services[name] = LocalService.start(workers=spec["workers"], env=env)
-        for _ in range(repeats):
-            for name, service in services.items():
-                for c in connections:
+        for service in services.values():  # every pool's processes warm before anything is measured
+            asyncio.run(_one_client(service.url, body, warm_body, 1, 1, service.headers()))
+        for repetition in range(repeats):
+            forward = repetition % 2 == 0
+            for name in names if forward else names[::-1]:
+                service = services[name]
+                for c in connections if forward else connections[::-1]:
                     per_connection = max(1, requests_per_run // c)
-                    cpu_before = group_cpu_seconds(service.process.pid)
+                    before = cpu_seconds(service.process.pid)
                     seconds = asyncio.run(
                         _one_client(service.url, body, warm_body, c, per_connection, service.headers())
                     )
+                    used = cpu_seconds(service.process.pid)
                     runs[name][c].append(batch_size * per_connection * c / seconds)
-                    cores[name][c].append((group_cpu_seconds(service.process.pid) - cpu_before) / seconds)
+                    cores[name][c].append({key: (used[key] - before[key]) / seconds for key in used})
     finally:
         for service in services.values():
             service.stop()
-    results: dict = {"batch_size": batch_size, "repeats": repeats, "requests_per_run": requests_per_run, "services": {}}
+    results: dict = {
+        "batch_size": batch_size,
+        "repeats": repeats,
+        "requests_per_run": requests_per_run,
+        "load_average_after": os.getloadavg(),
+        "services": {},
+    }
     for name, by_connections in runs.items():
         results["services"][name] = {
             f"{c}_connections": {
@@ -248,15 +267,40 @@ def single_client_scaling(
                 "min": min(rates),
                 "median": statistics.median(rates),
                 "max": max(rates),
-                "runs_cores_used": cores[name][c],
+                "runs_cores_used": [run["service"] for run in cores[name][c]],
+                "runs_client_cores": [run["client"] for run in cores[name][c]],
+                "runs_other_cores": [run["others"] for run in cores[name][c]],
             }
             for c, rates in by_connections.items()
         }
-    for name in SCALING_SERVICES:  # per run, against the baseline measured just before it
+    for name in names:  # per repetition, against the baseline measured next to it
         results["services"][name]["vs_baseline"] = {
             f"{c}_connections": _ratios(runs[name][c], runs[BASELINE][c]) for c in connections
         }
+    target = results["services"][TARGET]["vs_baseline"]
+    results["target"] = {
+        "service": TARGET,
+        "baseline": BASELINE,
+        "ratio": TARGET_RATIO,
+        "met_in_every_repetition": all(min(r["runs"]) >= TARGET_RATIO for r in target.values()),
+    }
     return results
+
+
+def cpu_seconds(pgid: int) -> dict[str, float]:
+    """CPU seconds used so far by the service (its process group: uvicorn's processes and the
+    scoring pool), by this process (the client), and by everything else on the machine."""
+    service = group_cpu_seconds(pgid)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    client = usage.ru_utime + usage.ru_stime
+    return {"service": service, "client": client, "others": machine_busy_seconds() - service - client}
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine has spent busy since boot (/proc/stat: all but idle and iowait)."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def group_cpu_seconds(pgid: int) -> float:

@@ -7,11 +7,14 @@ The servers are real (uvicorn on 127.0.0.1, two workers, two scoring processes);
 
 from __future__ import annotations
 
+import asyncio
 import doctest
+import math
 import os
 import re
 import shutil
 import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,6 +28,7 @@ from services.reward_api import scoring_pool
 from services.reward_api.engine.scoring import _json_size, score_batch
 from services.reward_api.local import LocalService
 from services.reward_api.routers import request_handling
+from services.reward_api.routers.deps import BatchRunner
 from services.reward_api.settings import Settings
 from tests.support.waiting import wait_until
 
@@ -275,13 +279,81 @@ def test_no_pool_when_switched_off():
 
 def test_chunk_ranges_cover_every_sample_once_in_order():
     for sizes in ([4096], [1] * 300, [3, 700, 2, 2, 256, 257, 0, 9], [0]):
-        chunks = scoring_pool.chunk_ranges(sizes, 256)
-        flat = [i for ranges, _ in chunks for lo, hi in ranges for i in range(lo, hi)]
-        assert flat == list(range(sum(sizes)))
-        assert all(sum(hi - lo for lo, hi in ranges) <= 256 for ranges, _ in chunks)
-    assert len(scoring_pool.chunk_ranges([4096], 256)) == 16
+        for processes in (1, 2, 3, 64):
+            chunks = scoring_pool.chunk_ranges(sizes, 256, processes)
+            flat = [i for ranges, _ in chunks for lo, hi in ranges for i in range(lo, hi)]
+            assert flat == list(range(sum(sizes)))
+            assert all(sum(hi - lo for lo, hi in ranges) <= 256 for ranges, _ in chunks)
+            # A large request's json_repair time is shared out, never given twice.
+            large = [share for ranges, share in chunks if share < 1]
+            assert math.isclose(sum(large), sum(1 for size in sizes if size > 256)), (sizes, processes)
+
+
+def test_a_large_request_ends_in_small_pieces():
+    # Whichever process is idle takes the next piece, so the processes finish the request within
+    # one last, small piece of each other.
+    pieces = scoring_pool.piece_sizes(4096, 256, 2)
+    assert sum(pieces) == 4096 and max(pieces) == 256 and pieces[:12] == [256] * 12
+    assert pieces == sorted(pieces[:-1], reverse=True) + pieces[-1:] and pieces[-1] <= 64
+    assert all(scoring_pool.piece_sizes(n, 8, 4)[-1] >= 1 for n in range(1, 200))
 
 
 def test_docstring_examples():
     result = doctest.testmod(scoring_pool, report=True)
-    assert result.attempted >= 2 and result.failed == 0
+    assert result.attempted >= 4 and result.failed == 0
+
+
+def cpu_ns(pid: int) -> int:
+    """Time the process has spent on a core so far (ns)."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+
+
+def test_two_connections_are_never_left_on_one_worker(env):
+    # The issue's case: one client, two keep-alive connections, both accepted by the same worker of
+    # two. Its batches are scored by both scoring processes all the same, and so when the two
+    # connections landed on different workers. Fresh connections until both cases were met.
+    env = {k: v for k, v in env.items() if "BOX_PAIRS" not in k} | {"REWARD_API_CHUNK_SAMPLES": "32"}
+    big = {"samples": SAMPLES * 4, "rewards": ALL_REWARDS}  # 600 samples: 24 chunks
+    with LocalService.start(workers=2, env=env) as service:
+        processes = pool_pids(service)
+        expected = in_process("/v1/score", big, env)
+        seen: dict[str, list[int]] = {}
+        for _ in range(100):
+            with httpx.Client(base_url=service.url, timeout=120.0) as a, httpx.Client(base_url=service.url,
+                                                                                        timeout=120.0) as b:
+                workers = {client.get("/healthz").json()["pid"] for client in (a, b)}
+                case = "both on one worker" if len(workers) == 1 else "one on each worker"
+                if case in seen:
+                    continue
+                before = [cpu_ns(pid) for pid in processes]
+                with ThreadPoolExecutor(2) as threads:
+                    answers = list(threads.map(lambda c: [over_http(c, "/v1/score", big) for _ in range(2)], (a, b)))
+                assert answers == [[expected] * 2] * 2
+                seen[case] = [cpu_ns(pid) - start for pid, start in zip(processes, before, strict=True)]
+            if len(seen) == 2:
+                break
+        assert seen.keys() == {"both on one worker", "one on each worker"}, seen
+        for case, spent in seen.items():
+            assert min(spent) > 0.1 * sum(spent), f"{case}: the scoring processes' CPU ns {spent}"
+
+
+def test_a_body_is_parsed_while_the_scoring_thread_waits():
+    # Two requests in flight on one worker: the second's body is parsed while the first is in the
+    # pool (its scoring thread only waits), not after it.
+    async def main() -> None:
+        runner = BatchRunner(1 << 20, 1 << 20, 5.0)
+        scoring, release = threading.Event(), threading.Event()
+
+        def score(items: list) -> list:
+            scoring.set()
+            release.wait(10)
+            return [f"scored {item}" for item in items]
+
+        first = runner.submit(score, "a")
+        assert await asyncio.to_thread(scoring.wait, 10)
+        parsed = await asyncio.wait_for(runner.parse(str.upper, "b"), 5)
+        assert parsed == "B" and not first.done()
+        release.set()
+        assert await first == "scored a"
+
+    asyncio.run(main())

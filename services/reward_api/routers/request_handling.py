@@ -233,7 +233,7 @@ def score_together(jobs: list[Job]) -> list[Scored]:
     plan, explain, settings = jobs[0].plan, jobs[0].explain, jobs[0].settings
     try:
         # score_batch itself, or a large batch in chunks on every core of the host (scoring_pool.py)
-        scores = scoring_pool.score_batch_pooled(
+        scores, tally = scoring_pool.score_batch_pooled(
             scoring_pool.client(settings.scoring_processes),
             settings.chunk_samples,
             samples,
@@ -248,7 +248,7 @@ def score_together(jobs: list[Job]) -> list[Scored]:
         )
     except registry.RegistryError as exc:  # a budget passed (box pairs, explain size): names the limit
         raise RequestError(str(exc)) from None
-    metrics.observe_batch(jobs[0].endpoint, len(samples), scores.values, scores.error_reasons, scores.stats)
+    metrics.observe_batch(jobs[0].endpoint, tally)
     shares, start = [], 0
     for job in jobs:
         end = start + len(job.samples)
