@@ -15,9 +15,9 @@ the worker itself, as before (no hop).
 
 The worker's own part of a large request (reading and parsing it before the first chunk, putting
 the answers together after the last) leaves cores idle, so the pool keeps the rest of it short:
-each worker keeps two chunks per process in flight (the next one waits in the socket's backlog,
-no gap between chunks), a request's last chunks are smaller (`piece_sizes`: the processes finish
-it together) and each chunk's metrics are tallied by the process that scored it (metrics_tally).
+each worker keeps two chunks per process in flight (the next one waits, whole, in the socket's
+backlog: no gap between chunks) and each chunk's metrics are tallied by the process that scored it
+(metrics_tally).
 
 Results are the engine's own: each chunk is one `score_batch` call, on a piece of one large request
 or on several small requests whole (`chunk_ranges`), and the answers are put back in order. A
@@ -40,6 +40,7 @@ that started them dies, so none is left behind.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import multiprocessing
@@ -311,6 +312,10 @@ class PoolClient:
         for attempt in (1, 2):
             try:
                 with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+                    # Room for the whole chunk (up to the kernel's net.core.wmem_max): it waits in
+                    # the backlog whole, and the process that takes it need not wait for this
+                    # thread to be scheduled again to send the rest.
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _FRAME.size + len(payload))
                     conn.connect(self.path)
                     _send(conn, payload)
                     return pickle.loads(_recv(conn))
@@ -377,7 +382,7 @@ def score_batch_pooled(
             "explain": explain,
             **budgets,
         }
-        for ranges, share in chunk_ranges(request_sizes, chunk_samples, pool.size)
+        for ranges, share in chunk_ranges(request_sizes, chunk_samples)
     ]
     if len(chunks) == 1:
         return here()
@@ -392,18 +397,15 @@ def score_batch_pooled(
     return merged, metrics_tally.merged([tally for _, (_, tally) in results])
 
 
-def chunk_ranges(
-    request_sizes: Sequence[int], chunk_samples: int, processes: int = 1
-) -> list[tuple[list[tuple[int, int]], float]]:
+def chunk_ranges(request_sizes: Sequence[int], chunk_samples: int) -> list[tuple[list[tuple[int, int]], float]]:
     """How a coalesced batch is cut: ``(sample ranges, repair share)`` per chunk, in order. A request
-    larger than ``chunk_samples`` is cut into pieces (`piece_sizes`), one chunk each, each with its
-    share of the request's json_repair time; smaller requests go whole, several to a chunk, each
-    with all of it.
+    larger than ``chunk_samples`` is cut into even pieces, one chunk each, each with its share of the
+    request's json_repair time; smaller requests go whole, several to a chunk, each with all of it.
 
     >>> chunk_ranges([10], 4)
-    [([(0, 4)], 0.4), ([(4, 7)], 0.3), ([(7, 9)], 0.2), ([(9, 10)], 0.1)]
+    [([(0, 3)], 0.3), ([(3, 6)], 0.3), ([(6, 10)], 0.4)]
     >>> chunk_ranges([2, 2, 1, 5], 4)
-    [([(0, 2), (2, 4)], 1.0), ([(4, 5)], 1.0), ([(5, 8)], 0.6), ([(8, 9)], 0.2), ([(9, 10)], 0.2)]
+    [([(0, 2), (2, 4)], 1.0), ([(4, 5)], 1.0), ([(5, 7)], 0.4), ([(7, 10)], 0.6)]
     """
     chunks: list[tuple[list[tuple[int, int]], float]] = []
     packed: list[tuple[int, int]] = []  # whole small requests, waiting to fill a chunk
@@ -414,10 +416,9 @@ def chunk_ranges(
             if packed:
                 chunks.append((packed, 1.0))
                 packed = []
-            lo = start
-            for piece in piece_sizes(size, chunk_samples, processes):
-                chunks.append(([(lo, lo + piece)], piece / size))
-                lo += piece
+            pieces = math.ceil(size / chunk_samples)
+            cuts = [start + size * i // pieces for i in range(pieces + 1)]
+            chunks += [([(lo, hi)], (hi - lo) / size) for lo, hi in itertools.pairwise(cuts)]
         else:
             if packed and end - packed[0][0] > chunk_samples:
                 chunks.append((packed, 1.0))
@@ -427,30 +428,6 @@ def chunk_ranges(
     if packed:
         chunks.append((packed, 1.0))
     return chunks
-
-
-def piece_sizes(size: int, chunk_samples: int, processes: int) -> list[int]:
-    """A large request's pieces, in order: ``chunk_samples`` each while plenty remains, then
-    smaller, each at most what is left over twice the processes (down to an eighth of
-    ``chunk_samples``; a smaller rest joins the last piece). Pieces are handed to whichever
-    process is idle, so the processes finish within one last, small piece of each other instead
-    of one idling for most of a full chunk at the end of every request.
-
-    >>> piece_sizes(4096, 256, 2)[-12:]
-    [256, 256, 192, 144, 108, 81, 61, 46, 34, 32, 32, 38]
-    >>> piece_sizes(40, 8, 2)
-    [8, 8, 6, 5, 4, 3, 2, 1, 1, 1, 1]
-    """
-    smallest = max(1, chunk_samples // 8)
-    pieces: list[int] = []
-    remaining = size
-    while remaining > 0:
-        piece = min(chunk_samples, max(smallest, math.ceil(remaining / (2 * processes))))
-        if remaining - piece < smallest:
-            piece = remaining
-        pieces.append(piece)
-        remaining -= piece
-    return pieces
 
 
 def _row(sample: Any) -> dict:

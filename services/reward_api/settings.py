@@ -128,8 +128,7 @@ class Settings(BaseSettings):
         256,
         ge=1,
         le=10_000_000,
-        description="samples per chunk sent to a scoring process (at most: a large batch's last "
-        "chunks are smaller, so that the processes finish it together); a batch of at most this many "
+        description="samples per chunk sent to a scoring process; a batch of at most this many "
         "is scored in the worker itself",
     )
     log_level: LogLevel = Field("info", description="uvicorn / service log level")

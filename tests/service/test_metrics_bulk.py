@@ -45,7 +45,7 @@ def test_chunks_tallies_merged_are_the_whole_batchs_tally():
     samples = synthetic_samples(600, seed=7)
     whole = tally_batch(score_batch(samples, ALL_REWARDS))
     parts = [tally_batch(score_batch(samples[lo:hi], ALL_REWARDS))
-             for ranges, _ in chunk_ranges([600], 64, 2) for lo, hi in ranges]
+             for ranges, _ in chunk_ranges([600], 64) for lo, hi in ranges]
     together = merged(parts)
     assert (together.samples, together.sample_errors, together.parse_failures) == (
         whole.samples, whole.sample_errors, whole.parse_failures)

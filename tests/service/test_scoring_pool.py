@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import doctest
-import math
 import os
 import re
 import shutil
 import signal
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -279,28 +277,16 @@ def test_no_pool_when_switched_off():
 
 def test_chunk_ranges_cover_every_sample_once_in_order():
     for sizes in ([4096], [1] * 300, [3, 700, 2, 2, 256, 257, 0, 9], [0]):
-        for processes in (1, 2, 3, 64):
-            chunks = scoring_pool.chunk_ranges(sizes, 256, processes)
-            flat = [i for ranges, _ in chunks for lo, hi in ranges for i in range(lo, hi)]
-            assert flat == list(range(sum(sizes)))
-            assert all(sum(hi - lo for lo, hi in ranges) <= 256 for ranges, _ in chunks)
-            # A large request's json_repair time is shared out, never given twice.
-            large = [share for ranges, share in chunks if share < 1]
-            assert math.isclose(sum(large), sum(1 for size in sizes if size > 256)), (sizes, processes)
-
-
-def test_a_large_request_ends_in_small_pieces():
-    # Whichever process is idle takes the next piece, so the processes finish the request within
-    # one last, small piece of each other.
-    pieces = scoring_pool.piece_sizes(4096, 256, 2)
-    assert sum(pieces) == 4096 and max(pieces) == 256 and pieces[:12] == [256] * 12
-    assert pieces == sorted(pieces[:-1], reverse=True) + pieces[-1:] and pieces[-1] <= 64
-    assert all(scoring_pool.piece_sizes(n, 8, 4)[-1] >= 1 for n in range(1, 200))
+        chunks = scoring_pool.chunk_ranges(sizes, 256)
+        flat = [i for ranges, _ in chunks for lo, hi in ranges for i in range(lo, hi)]
+        assert flat == list(range(sum(sizes)))
+        assert all(sum(hi - lo for lo, hi in ranges) <= 256 for ranges, _ in chunks)
+    assert len(scoring_pool.chunk_ranges([4096], 256)) == 16
 
 
 def test_docstring_examples():
     result = doctest.testmod(scoring_pool, report=True)
-    assert result.attempted >= 4 and result.failed == 0
+    assert result.attempted >= 2 and result.failed == 0
 
 
 def cpu_ns(pid: int) -> int:
@@ -313,7 +299,7 @@ def test_two_connections_are_never_left_on_one_worker(env):
     # two. Its batches are scored by both scoring processes all the same, and so when the two
     # connections landed on different workers. Fresh connections until both cases were met.
     env = {k: v for k, v in env.items() if "BOX_PAIRS" not in k} | {"REWARD_API_CHUNK_SAMPLES": "32"}
-    big = {"samples": SAMPLES * 4, "rewards": ALL_REWARDS}  # 600 samples: 24 chunks
+    big = {"samples": SAMPLES * 4, "rewards": ALL_REWARDS}  # 600 samples: 19 chunks
     with LocalService.start(workers=2, env=env) as service:
         processes = pool_pids(service)
         expected = in_process("/v1/score", big, env)
