@@ -219,10 +219,12 @@ def single_client_scaling(
     requests_per_run: int = 8,
 ) -> dict:
     """Samples/s of one client sending ``batch_size``-sample batches (all seven rewards) over 1 or 2
-    keep-alive connections, to each service of SCALING_SERVICES. All of them run at once and every
-    repetition measures each in turn, in the opposite order every other repetition, so a load that
-    comes or goes during the run weighs on all alike (the machine may be shared). Each measurement
-    also records the cores the service used (its processes' CPU seconds over the wall time), the
+    keep-alive connections, to each service of SCALING_SERVICES. All of them run at once, every
+    worker of each warmed first with one such batch (`warm`). Every repetition measures each
+    service in turn for one number of connections, then for the other, in the opposite order
+    every other repetition (BASELINE and TARGET always next to each other), so a load that comes
+    or goes during the run weighs on all alike (the machine may be shared). Each measurement also
+    records the cores the service used (its processes' CPU seconds over the wall time), the
     client's (this process) and everything else's on the machine (other jobs, the kernel): a
     repetition starved of CPU shows as such."""
     body = orjson.dumps({"samples": samples[:batch_size], "rewards": ALL_REWARDS})
@@ -235,13 +237,13 @@ def single_client_scaling(
         for name, spec in SCALING_SERVICES.items():
             env = {"REWARD_API_LOG_LEVEL": "warning", **spec["env"]}
             services[name] = LocalService.start(workers=spec["workers"], env=env)
-        for service in services.values():  # every pool's processes warm before anything is measured
-            asyncio.run(_one_client(service.url, body, warm_body, 1, 1, service.headers()))
+        for service in services.values():
+            warm(service, body)
         for repetition in range(repeats):
             forward = repetition % 2 == 0
-            for name in names if forward else names[::-1]:
-                service = services[name]
-                for c in connections if forward else connections[::-1]:
+            for c in connections if forward else connections[::-1]:
+                for name in names if forward else names[::-1]:
+                    service = services[name]
                     per_connection = max(1, requests_per_run // c)
                     before = cpu_seconds(service.process.pid)
                     seconds = asyncio.run(
@@ -287,13 +289,33 @@ def single_client_scaling(
     return results
 
 
+def warm(service: LocalService, body: bytes, attempts: int = 100) -> None:
+    """Every worker of ``service`` answers one ``body`` before anything is measured: a worker's first
+    large batch costs it more (its heap grows, its caches fill), and would otherwise fall in
+    whichever repetition first lands on it. Fresh connections until each worker (its pid, from
+    /healthz) has had one; the scoring pool's processes get chunks of each."""
+    warmed: set[int] = set()
+    for _ in range(attempts):
+        with httpx.Client(base_url=service.url, timeout=300.0, headers=service.headers()) as client:
+            pid = client.get("/healthz").json()["pid"]
+            if pid not in warmed:
+                answer = client.post("/v1/score", content=body, headers={"content-type": "application/json"})
+                if answer.status_code != 200:
+                    raise RuntimeError(f"/v1/score answered {answer.status_code}: {answer.text[:300]}")
+                warmed.add(pid)
+        if len(warmed) == service.workers:
+            return
+    raise RuntimeError(f"only {len(warmed)} of {service.workers} workers answered {attempts} fresh connections")
+
+
 def cpu_seconds(pgid: int) -> dict[str, float]:
     """CPU seconds used so far by the service (its process group: uvicorn's processes and the
     scoring pool), by this process (the client), and by everything else on the machine."""
     service = group_cpu_seconds(pgid)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     client = usage.ru_utime + usage.ru_stime
-    return {"service": service, "client": client, "others": machine_busy_seconds() - service - client}
+    # Tick accounting differs a little between /proc/stat and a process's stat: never below 0.
+    return {"service": service, "client": client, "others": max(0.0, machine_busy_seconds() - service - client)}
 
 
 def machine_busy_seconds() -> float:
