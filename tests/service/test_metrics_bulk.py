@@ -3,13 +3,14 @@ replaced, for speed), and a large batch's tally merged from its chunks' tallies 
 
 from __future__ import annotations
 
+import doctest
 import math
 import random
 
 from prometheus_client import CollectorRegistry, Histogram
 
 from bench.http import ALL_REWARDS, synthetic_samples
-from services.reward_api import metrics
+from services.reward_api import metrics, metrics_tally
 from services.reward_api.engine.scoring import score_batch
 from services.reward_api.metrics_tally import BOX_BUCKETS, REWARD_BUCKETS, Buckets, merged, tally_batch
 from services.reward_api.scoring_pool import chunk_ranges
@@ -54,3 +55,8 @@ def test_chunks_tallies_merged_are_the_whole_batchs_tally():
     for name, buckets in whole.rewards.items():
         assert together.rewards[name].counts == buckets.counts
         assert math.isclose(together.rewards[name].total, buckets.total, rel_tol=1e-12), name
+
+
+def test_docstring_examples():
+    result = doctest.testmod(metrics_tally, report=True)
+    assert result.attempted >= 4 and result.failed == 0
