@@ -9,7 +9,7 @@
 (e) repetition on malformed box lists: version 2's linear repair vs json-repair (bench/repair.py).
 (f) One client sending 4,096-sample batches over 1 and 2 keep-alive connections, against 1 and 2
     workers, with and without the host's scoring pool, all in the same run: 5 repetitions of 8
-    requests each, one worker and two measured next to each other in every repetition
+    requests each, the services taking turns request by request with one connection
     (bench/http.single_client_scaling). Target: 2 workers >= 1.7x one worker alone, in every
     repetition; the ratios are printed one by one. ``--only scaling`` runs this part alone
     (``make bench-scaling``: its JSON kept under docs/bench-runs).

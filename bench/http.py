@@ -189,26 +189,43 @@ TARGET = "2 workers + pool"  # issue 15: at least TARGET_RATIO x BASELINE, in ev
 TARGET_RATIO = 1.7
 
 
-async def _one_client(
-    url: str, body: bytes, warm_body: bytes, connections: int, per_connection: int, headers: dict
-) -> float:
-    """Seconds for one client holding ``connections`` fresh keep-alive connections to send
-    ``per_connection`` requests on each, one after another (a trainer's shape): new connections per
-    call, so each run draws again which worker accepts them."""
+async def _in_turns(
+    services: list[LocalService], body: bytes, warm_body: bytes, connections: int, per_turn: int, turns: int
+) -> list[tuple[float, dict[str, float]]]:
+    """Per service, the seconds it took and the CPU seconds used (`cpu_seconds`) while one client
+    holding ``connections`` fresh keep-alive connections to it sent ``per_turn`` requests on each,
+    one after another (a trainer's shape), ``turns`` times. The services take turns, in the
+    opposite order every other turn, so all of them are measured over the same stretch of time
+    (this machine's speed drifts by several percent within seconds). Fresh connections per call:
+    each call draws again which worker accepts them."""
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     json_headers = {"content-type": "application/json"}
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=300.0, headers=headers) as client:
+    clients = [httpx.AsyncClient(base_url=s.url, limits=limits, timeout=300.0, headers=s.headers()) for s in services]
 
-        async def send(content: bytes, count: int) -> None:
-            for _ in range(count):
-                answer = await client.post("/v1/score", content=content, headers=json_headers)
-                if answer.status_code != 200:
-                    raise RuntimeError(f"/v1/score answered {answer.status_code}: {answer.text[:300]}")
+    async def send(client: httpx.AsyncClient, content: bytes, count: int) -> None:
+        for _ in range(count):
+            answer = await client.post("/v1/score", content=content, headers=json_headers)
+            if answer.status_code != 200:
+                raise RuntimeError(f"/v1/score answered {answer.status_code}: {answer.text[:300]}")
 
-        await asyncio.gather(*(send(warm_body, 1) for _ in range(connections)))  # open them, cheaply
-        start = time.perf_counter()
-        await asyncio.gather(*(send(body, per_connection) for _ in range(connections)))
-        return time.perf_counter() - start
+    seconds = [0.0] * len(services)
+    used = [{"service": 0.0, "client": 0.0, "others": 0.0} for _ in services]
+    try:
+        for client in clients:  # open the connections, cheaply
+            await asyncio.gather(*(send(client, warm_body, 1) for _ in range(connections)))
+        for turn in range(turns):
+            for i in range(len(services)) if turn % 2 == 0 else reversed(range(len(services))):
+                before = cpu_seconds(services[i].process.pid)
+                start = time.perf_counter()
+                await asyncio.gather(*(send(clients[i], body, per_turn) for _ in range(connections)))
+                seconds[i] += time.perf_counter() - start
+                after = cpu_seconds(services[i].process.pid)
+                for key in after:
+                    used[i][key] += after[key] - before[key]
+    finally:
+        for client in clients:
+            await client.aclose()
+    return list(zip(seconds, used, strict=True))
 
 
 def single_client_scaling(
@@ -220,13 +237,14 @@ def single_client_scaling(
 ) -> dict:
     """Samples/s of one client sending ``batch_size``-sample batches (all seven rewards) over 1 or 2
     keep-alive connections, to each service of SCALING_SERVICES. All of them run at once, every
-    worker of each warmed first with one such batch (`warm`). Every repetition measures each
-    service in turn for one number of connections, then for the other, in the opposite order
-    every other repetition (BASELINE and TARGET always next to each other), so a load that comes
-    or goes during the run weighs on all alike (the machine may be shared). Each measurement also
-    records the cores the service used (its processes' CPU seconds over the wall time), the
-    client's (this process) and everything else's on the machine (other jobs, the kernel): a
-    repetition starved of CPU shows as such."""
+    worker of each warmed first with one such batch (`warm`). Each repetition measures every
+    service with one number of connections, then with the other (in the opposite order every other
+    repetition); ``requests_per_run`` requests each. With one connection the services take turns
+    request by request (`_in_turns`), so a ratio compares the same seconds of the machine's time;
+    with two, each sends its requests in one go, so that its connections run free, as a client's
+    would. Each measurement also records the cores the service used (its processes' CPU seconds
+    over the wall time), the client's (this process) and everything else's on the machine (other
+    jobs, the kernel): a repetition starved of CPU shows as such."""
     body = orjson.dumps({"samples": samples[:batch_size], "rewards": ALL_REWARDS})
     warm_body = orjson.dumps({"samples": samples[:1], "rewards": ALL_REWARDS})
     names = list(SCALING_SERVICES)
@@ -240,18 +258,17 @@ def single_client_scaling(
         for service in services.values():
             warm(service, body)
         for repetition in range(repeats):
-            forward = repetition % 2 == 0
-            for c in connections if forward else connections[::-1]:
-                for name in names if forward else names[::-1]:
-                    service = services[name]
-                    per_connection = max(1, requests_per_run // c)
-                    before = cpu_seconds(service.process.pid)
-                    seconds = asyncio.run(
-                        _one_client(service.url, body, warm_body, c, per_connection, service.headers())
-                    )
-                    used = cpu_seconds(service.process.pid)
+            order = names if repetition % 2 == 0 else names[::-1]
+            for c in connections if repetition % 2 == 0 else connections[::-1]:
+                per_connection = max(1, requests_per_run // c)
+                turns = per_connection if c == 1 else 1
+                measured = asyncio.run(
+                    _in_turns([services[n] for n in order], body, warm_body, c, per_connection // turns, turns)
+                )
+                for name, (seconds, used) in zip(order, measured, strict=True):
                     runs[name][c].append(batch_size * per_connection * c / seconds)
-                    cores[name][c].append({key: (used[key] - before[key]) / seconds for key in used})
+                    # /proc/stat and the processes' stat count ticks a little apart: never below 0.
+                    cores[name][c].append({key: max(0.0, value / seconds) for key, value in used.items()})
     finally:
         for service in services.values():
             service.stop()
@@ -314,8 +331,7 @@ def cpu_seconds(pgid: int) -> dict[str, float]:
     service = group_cpu_seconds(pgid)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     client = usage.ru_utime + usage.ru_stime
-    # Tick accounting differs a little between /proc/stat and a process's stat: never below 0.
-    return {"service": service, "client": client, "others": max(0.0, machine_busy_seconds() - service - client)}
+    return {"service": service, "client": client, "others": machine_busy_seconds() - service - client}
 
 
 def machine_busy_seconds() -> float:
