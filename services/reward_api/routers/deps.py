@@ -24,7 +24,7 @@ from ..settings import Settings
 T = TypeVar("T")
 
 # Bodies up to this size are parsed on the event loop (well under a millisecond: cheaper than the
-# hop to the batch thread, which is most of a one-sample request's cost); larger ones in the thread.
+# hop to a thread, which is most of a one-sample request's cost); larger ones in the parsing thread.
 INLINE_PARSE_BYTES = 64 * 1024
 
 
@@ -220,7 +220,7 @@ BATCH_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for 
 
 def json_body_schema(model: type[BaseModel]) -> dict:
     """``openapi_extra`` documenting ``model`` as the request body. The body is read as bytes and
-    validated in the batch thread, so FastAPI sees no body parameter to document by itself."""
+    validated off the event loop, so FastAPI sees no body parameter to document by itself."""
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
 
 

@@ -1,7 +1,7 @@
 """The work behind /v1/score and /v1/openrlhf, without the I/O: validate, plan, score, answer.
 
 Everything here is synchronous. ``prepare_*`` parse and plan one request (on the event loop for a
-small body, in the worker's batch thread for a large one: routers/deps.py); `score_jobs` scores
+small body, in the worker's parsing thread for a large one: routers/deps.py); `score_jobs` scores
 every request waiting at that moment in the batch thread, together. The reward math is the
 engine's; this module only checks requests against the registry and assembles the answers.
 """
