@@ -3,7 +3,7 @@ r"""What one scored batch adds to the service's Prometheus metrics, as plain num
 A batch's tally is computed where the batch was scored: in the worker, or for a large batch in
 each scoring process of the pool for its own chunk (scoring_pool.py), beside the other chunks, so
 that bucketing 4,096 x 7 reward values is not left to the worker after the pool is done. The
-worker adds the chunks' tallies up (`merged`) and writes them (metrics.record_batch). No
+worker adds the chunks' tallies up (`merged`) and writes them (metrics.observe_batch). No
 prometheus_client here: the scoring processes import this module and must not open metrics files.
 
 >>> from .engine.scoring import score_batch
