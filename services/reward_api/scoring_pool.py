@@ -14,10 +14,10 @@ once share the same processes instead of oversubscribing the cores. Smaller batc
 the worker itself, as before (no hop).
 
 The worker's own part of a large request (reading and parsing it before the first chunk, putting
-the answers together after the last) leaves cores idle, so the pool keeps the rest of it short:
-each worker keeps two chunks per process in flight (the next one waits, whole, in the socket's
-backlog: no gap between chunks) and each chunk's metrics are tallied by the process that scored it
-(metrics_tally).
+the answers together after the last) leaves a core idle, and so do the gaps between a process's
+chunks; both are kept short: each chunk's metrics are tallied by the process that scored it
+(metrics_tally), and each worker keeps two chunks per process in flight (the next one waits,
+whole, in the socket's backlog).
 
 Results are the engine's own: each chunk is one `score_batch` call, on a piece of one large request
 or on several small requests whole (`chunk_ranges`), and the answers are put back in order. A
@@ -298,7 +298,7 @@ IN_FLIGHT_PER_PROCESS = 2
 class PoolClient:
     """A worker's way to the pool: at most ``IN_FLIGHT_PER_PROCESS * size`` chunks in flight from
     this worker at once (one thread each, waiting on its connection), so one worker alone keeps
-    every process busy without a gap between its chunks."""
+    every process busy, its next chunk already waiting."""
 
     def __init__(self, path: str, size: int) -> None:
         self.path = path
