@@ -28,7 +28,7 @@ UV_COMPILE = --python-version 3.11 --python-platform x86_64-manylinux_2_28 --fin
 	--custom-compile-command 'make lock' --quiet $(if $(UPGRADE),--upgrade)
 LINT_PATHS := services shared trainer
 
-.PHONY: install lock lint test serve bench demo clean
+.PHONY: install lock lint test serve bench bench-scaling demo clean
 
 # Exactly the lock (no resolver: --no-deps, every file checked against its hash), then the project
 # itself, editable, with the lock's setuptools.
@@ -79,6 +79,11 @@ serve: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench
 	OMP_NUM_THREADS=1 $(PY) -m bench.ray_serve
+
+# One client, every core (issue 15's target) alone: 1 worker against 2, side by side, the ratio of
+# every repetition printed; the raw JSON is kept under docs/bench-runs, named by date and time.
+bench-scaling: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) -m bench --only scaling --out docs/bench-runs/$$(date +%Y-%m-%d-%H%M)-scaling.json
 
 demo: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m trainer.demo

@@ -8,10 +8,12 @@
     run as (b). Target: at least a quarter of (b).
 (e) repetition on malformed box lists: version 2's linear repair vs json-repair (bench/repair.py).
 (f) One client sending 4,096-sample batches over 1 and 2 keep-alive connections, against 1 and 2
-    workers, with and without the host's scoring pool, all in the same run, 5 repetitions each
-    (bench/http.single_client_scaling). Target: 2 workers >= 1.7x one worker alone, in every run.
-    ``--only scaling`` runs this part alone.
-Prints a table and writes bench/results.json.
+    workers, with and without the host's scoring pool, all in the same run: 5 repetitions of 8
+    requests each, the services taking turns request by request with one connection
+    (bench/http.single_client_scaling). Target: 2 workers >= 1.7x one worker alone, in every
+    repetition; the ratios are printed one by one. ``--only scaling`` runs this part alone
+    (``make bench-scaling``: its JSON kept under docs/bench-runs).
+Prints a table and writes bench/results.json (or ``--out``).
 """
 
 from __future__ import annotations
@@ -104,13 +106,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def scaling(quick: bool) -> dict:
     samples = http.synthetic_samples(4096, seed=1)
-    return http.single_client_scaling(samples, repeats=2 if quick else 5, requests_per_run=2 if quick else 4)
+    return http.single_client_scaling(samples, repeats=2 if quick else 5, requests_per_run=2 if quick else 8)
 
 
 def print_scaling(r: dict) -> None:
-    print(f"\none client, {r['batch_size']}-sample batches, all seven rewards, {r['repeats']} runs each "
-          f"(samples/s min / median; x = against '{http.BASELINE}' in the same run, min / median; "
-          f"cores the service's processes used, min / median):")
+    print(f"\none client, {r['batch_size']}-sample batches, all seven rewards, {r['repeats']} repetitions of "
+          f"{r['requests_per_run']} requests (samples/s min / median; x = against '{http.BASELINE}' in the same "
+          f"repetition, min / median; cores the service's processes used, min / median):")
     for name, by in r["services"].items():
         cells = []
         for key, rates in by.items():
@@ -121,6 +123,16 @@ def print_scaling(r: dict) -> None:
                          f"({ratio['min']:.2f}x / {ratio['median']:.2f}x; "
                          f"cores {min(used):.2f} / {statistics.median(used):.2f})")
         print(f"  {name:<20} " + "   ".join(cells))
+    target = r["target"]
+    print(f"'{target['service']}' against '{target['baseline']}', repetition by repetition "
+          f"(target: at least {target['ratio']}x in every one):")
+    by = r["services"][target["service"]]
+    for key, ratios in by["vs_baseline"].items():
+        others = by[key]["runs_other_cores"]
+        print(f"  {key.replace('_', ' ')}: " + " ".join(f"{x:.2f}" for x in ratios["runs"])
+              + f"   (min {ratios['min']:.2f}, median {ratios['median']:.2f}; cores other processes used: "
+              + " ".join(f"{x:.2f}" for x in others) + ")")
+    print(f"  every repetition at least {target['ratio']}x: {'yes' if target['met_in_every_repetition'] else 'NO'}")
 
 
 def print_table(r: dict) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import resource
 import statistics
 import time
 from pathlib import Path
@@ -176,35 +177,55 @@ def latency(server: LocalService, samples: list[dict], batch_size: int = 64, n_r
 
 # The services compared side by side by `single_client_scaling`: today's design (each worker scores
 # its own requests, on one core) and the host's scoring pool (services/reward_api/scoring_pool.py).
+# The baseline and the target come first: every repetition measures them next to each other.
 SCALING_SERVICES = {
     "1 worker, no pool": {"workers": 1, "env": {"REWARD_API_SCORING_PROCESSES": "0"}},
+    "2 workers + pool": {"workers": 2, "env": {}},
     "2 workers, no pool": {"workers": 2, "env": {"REWARD_API_SCORING_PROCESSES": "0"}},
     "1 worker + pool": {"workers": 1, "env": {}},
-    "2 workers + pool": {"workers": 2, "env": {}},
 }
 BASELINE = "1 worker, no pool"
+TARGET = "2 workers + pool"  # issue 15: at least TARGET_RATIO x BASELINE, in every repetition
+TARGET_RATIO = 1.7
 
 
-async def _one_client(
-    url: str, body: bytes, warm_body: bytes, connections: int, per_connection: int, headers: dict
-) -> float:
-    """Seconds for one client holding ``connections`` fresh keep-alive connections to send
-    ``per_connection`` requests on each, one after another (a trainer's shape): new connections per
-    call, so each run draws again which worker accepts them."""
+async def _in_turns(
+    services: list[LocalService], body: bytes, warm_body: bytes, connections: int, per_turn: int, turns: int
+) -> list[tuple[float, dict[str, float]]]:
+    """Per service, the seconds it took and the CPU seconds used (`cpu_seconds`) while one client
+    holding ``connections`` fresh keep-alive connections to it sent ``per_turn`` requests on each,
+    one after another (a trainer's shape), ``turns`` times. The services take turns, in the
+    opposite order every other turn, so all of them are measured over the same stretch of time
+    (this machine's speed drifts by several percent within seconds). Fresh connections per call:
+    each call draws again which worker accepts them."""
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     json_headers = {"content-type": "application/json"}
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=300.0, headers=headers) as client:
+    clients = [httpx.AsyncClient(base_url=s.url, limits=limits, timeout=300.0, headers=s.headers()) for s in services]
 
-        async def send(content: bytes, count: int) -> None:
-            for _ in range(count):
-                answer = await client.post("/v1/score", content=content, headers=json_headers)
-                if answer.status_code != 200:
-                    raise RuntimeError(f"/v1/score answered {answer.status_code}: {answer.text[:300]}")
+    async def send(client: httpx.AsyncClient, content: bytes, count: int) -> None:
+        for _ in range(count):
+            answer = await client.post("/v1/score", content=content, headers=json_headers)
+            if answer.status_code != 200:
+                raise RuntimeError(f"/v1/score answered {answer.status_code}: {answer.text[:300]}")
 
-        await asyncio.gather(*(send(warm_body, 1) for _ in range(connections)))  # open them, cheaply
-        start = time.perf_counter()
-        await asyncio.gather(*(send(body, per_connection) for _ in range(connections)))
-        return time.perf_counter() - start
+    seconds = [0.0] * len(services)
+    used = [{"service": 0.0, "client": 0.0, "others": 0.0} for _ in services]
+    try:
+        for client in clients:  # open the connections, cheaply
+            await asyncio.gather(*(send(client, warm_body, 1) for _ in range(connections)))
+        for turn in range(turns):
+            for i in range(len(services)) if turn % 2 == 0 else reversed(range(len(services))):
+                before = cpu_seconds(services[i].process.pid)
+                start = time.perf_counter()
+                await asyncio.gather(*(send(clients[i], body, per_turn) for _ in range(connections)))
+                seconds[i] += time.perf_counter() - start
+                after = cpu_seconds(services[i].process.pid)
+                for key in after:
+                    used[i][key] += after[key] - before[key]
+    finally:
+        for client in clients:
+            await client.aclose()
+    return list(zip(seconds, used, strict=True))
 
 
 def single_client_scaling(
@@ -212,35 +233,52 @@ def single_client_scaling(
     batch_size: int = 4096,
     connections: tuple[int, ...] = (1, 2),
     repeats: int = 5,
-    requests_per_run: int = 4,
+    requests_per_run: int = 8,
 ) -> dict:
     """Samples/s of one client sending ``batch_size``-sample batches (all seven rewards) over 1 or 2
-    keep-alive connections, to each service of SCALING_SERVICES; all of them run at once and every
-    repetition measures each in turn, so they share the machine's load alike (it is shared). Each
-    run also records the cores the service used (its processes' CPU seconds over the wall time)."""
+    keep-alive connections, to each service of SCALING_SERVICES. All of them run at once, every
+    worker of each warmed first with one such batch (`warm`). Each repetition measures every
+    service with one number of connections, then with the other (in the opposite order every other
+    repetition); ``requests_per_run`` requests each. With one connection the services take turns
+    request by request (`_in_turns`), so a ratio compares the same seconds of the machine's time;
+    with two, each sends its requests in one go, so that its connections run free, as a client's
+    would. Each measurement also records the cores the service used (its processes' CPU seconds
+    over the wall time), the client's (this process) and everything else's on the machine (other
+    jobs, the kernel): a repetition starved of CPU shows as such."""
     body = orjson.dumps({"samples": samples[:batch_size], "rewards": ALL_REWARDS})
     warm_body = orjson.dumps({"samples": samples[:1], "rewards": ALL_REWARDS})
-    runs: dict[str, dict[int, list[float]]] = {name: {c: [] for c in connections} for name in SCALING_SERVICES}
-    cores: dict[str, dict[int, list[float]]] = {name: {c: [] for c in connections} for name in SCALING_SERVICES}
+    names = list(SCALING_SERVICES)
+    runs: dict[str, dict[int, list[float]]] = {name: {c: [] for c in connections} for name in names}
+    cores: dict[str, dict[int, list[dict]]] = {name: {c: [] for c in connections} for name in names}
     services: dict[str, LocalService] = {}
     try:
         for name, spec in SCALING_SERVICES.items():
             env = {"REWARD_API_LOG_LEVEL": "warning", **spec["env"]}
             services[name] = LocalService.start(workers=spec["workers"], env=env)
-        for _ in range(repeats):
-            for name, service in services.items():
-                for c in connections:
-                    per_connection = max(1, requests_per_run // c)
-                    cpu_before = group_cpu_seconds(service.process.pid)
-                    seconds = asyncio.run(
-                        _one_client(service.url, body, warm_body, c, per_connection, service.headers())
-                    )
+        for service in services.values():
+            warm(service, body)
+        for repetition in range(repeats):
+            order = names if repetition % 2 == 0 else names[::-1]
+            for c in connections if repetition % 2 == 0 else connections[::-1]:
+                per_connection = max(1, requests_per_run // c)
+                turns = per_connection if c == 1 else 1
+                measured = asyncio.run(
+                    _in_turns([services[n] for n in order], body, warm_body, c, per_connection // turns, turns)
+                )
+                for name, (seconds, used) in zip(order, measured, strict=True):
                     runs[name][c].append(batch_size * per_connection * c / seconds)
-                    cores[name][c].append((group_cpu_seconds(service.process.pid) - cpu_before) / seconds)
+                    # /proc/stat and the processes' stat count ticks a little apart: never below 0.
+                    cores[name][c].append({key: max(0.0, value / seconds) for key, value in used.items()})
     finally:
         for service in services.values():
             service.stop()
-    results: dict = {"batch_size": batch_size, "repeats": repeats, "requests_per_run": requests_per_run, "services": {}}
+    results: dict = {
+        "batch_size": batch_size,
+        "repeats": repeats,
+        "requests_per_run": requests_per_run,
+        "load_average_after": os.getloadavg(),
+        "services": {},
+    }
     for name, by_connections in runs.items():
         results["services"][name] = {
             f"{c}_connections": {
@@ -248,15 +286,59 @@ def single_client_scaling(
                 "min": min(rates),
                 "median": statistics.median(rates),
                 "max": max(rates),
-                "runs_cores_used": cores[name][c],
+                "runs_cores_used": [run["service"] for run in cores[name][c]],
+                "runs_client_cores": [run["client"] for run in cores[name][c]],
+                "runs_other_cores": [run["others"] for run in cores[name][c]],
             }
             for c, rates in by_connections.items()
         }
-    for name in SCALING_SERVICES:  # per run, against the baseline measured just before it
+    for name in names:  # per repetition, against the baseline measured next to it
         results["services"][name]["vs_baseline"] = {
             f"{c}_connections": _ratios(runs[name][c], runs[BASELINE][c]) for c in connections
         }
+    target = results["services"][TARGET]["vs_baseline"]
+    results["target"] = {
+        "service": TARGET,
+        "baseline": BASELINE,
+        "ratio": TARGET_RATIO,
+        "met_in_every_repetition": all(min(r["runs"]) >= TARGET_RATIO for r in target.values()),
+    }
     return results
+
+
+def warm(service: LocalService, body: bytes, attempts: int = 100) -> None:
+    """Every worker of ``service`` answers one ``body`` before anything is measured: a worker's first
+    large batch costs it more (its heap grows, its caches fill), and would otherwise fall in
+    whichever repetition first lands on it. Fresh connections until each worker (its pid, from
+    /healthz) has had one; the scoring pool's processes get chunks of each."""
+    warmed: set[int] = set()
+    for _ in range(attempts):
+        with httpx.Client(base_url=service.url, timeout=300.0, headers=service.headers()) as client:
+            pid = client.get("/healthz").json()["pid"]
+            if pid not in warmed:
+                answer = client.post("/v1/score", content=body, headers={"content-type": "application/json"})
+                if answer.status_code != 200:
+                    raise RuntimeError(f"/v1/score answered {answer.status_code}: {answer.text[:300]}")
+                warmed.add(pid)
+        if len(warmed) == service.workers:
+            return
+    raise RuntimeError(f"only {len(warmed)} of {service.workers} workers answered {attempts} fresh connections")
+
+
+def cpu_seconds(pgid: int) -> dict[str, float]:
+    """CPU seconds used so far by the service (its process group: uvicorn's processes and the
+    scoring pool), by this process (the client), and by everything else on the machine."""
+    service = group_cpu_seconds(pgid)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    client = usage.ru_utime + usage.ru_stime
+    return {"service": service, "client": client, "others": machine_busy_seconds() - service - client}
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine has spent busy since boot (/proc/stat: all but idle and iowait)."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def group_cpu_seconds(pgid: int) -> float:

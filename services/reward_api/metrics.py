@@ -10,12 +10,10 @@ and /metrics answers 503 with the reason.
 
 from __future__ import annotations
 
-import bisect
-import math
 import os
-from collections import Counter as Tally
 
 from . import metrics_storage
+from .metrics_tally import BOX_BUCKETS, REWARD_BUCKETS, BatchTally, Buckets
 
 # Before prometheus_client picks its storage: a worker restarted on a full disk must not crash.
 metrics_storage.check_worker()
@@ -34,19 +32,16 @@ MULTIPROC_ENV = metrics_storage.MULTIPROC_ENV
 
 # Latency of a whole request: from a tiny batch (~1 ms) to a 4096-sample one.
 _DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-# Every reward lies in [-1, 1] (repetition and cosine go below 0): steps of 0.1.
-_REWARD_BUCKETS = tuple(round(-1.0 + 0.1 * i, 1) for i in range(21))
-_BOX_BUCKETS = (0, 1, 2, 3, 5, 8, 10, 15, 20, 30, 50, 100, 1000)
 
 REQUESTS = Counter("reward_api_requests", "HTTP requests answered.", ["endpoint", "status"])
 REQUEST_DURATION = Histogram(
     "reward_api_request_duration_seconds", "Time to answer a request.", ["endpoint"], buckets=_DURATION_BUCKETS
 )
 SAMPLES = Counter("reward_api_samples", "Samples received in accepted requests.", ["endpoint"])
-REWARD_VALUE = Histogram("reward_api_reward_value", "Reward values computed.", ["reward"], buckets=_REWARD_BUCKETS)
+REWARD_VALUE = Histogram("reward_api_reward_value", "Reward values computed.", ["reward"], buckets=REWARD_BUCKETS)
 SAMPLE_ERRORS = Counter("reward_api_sample_errors", "Samples that could not be scored.", ["reason"])
 PREDICTED_BOXES = Histogram(
-    "reward_api_predicted_boxes", "Items in the answer's box list, per completion.", buckets=_BOX_BUCKETS
+    "reward_api_predicted_boxes", "Items in the answer's box list, per completion.", buckets=BOX_BUCKETS
 )
 PARSE_FAILURES = Counter("reward_api_parse_failures", "Completions whose parsing failed, by what failed.", ["kind"])
 
@@ -56,32 +51,29 @@ def observe_request(endpoint: str, status: int, seconds: float) -> None:
     REQUEST_DURATION.labels(endpoint).observe(seconds)
 
 
-def observe_batch(endpoint: str, n_samples: int, values: dict, error_reasons, stats) -> None:
-    """Record one scored batch. ``stats`` are the engine's per-sample stats: nothing is re-parsed."""
-    SAMPLES.labels(endpoint).inc(n_samples)
-    for name, column in values.items():
-        # One NaN would make the sum NaN for good.
-        observe_many(REWARD_VALUE.labels(name), [v for v in column if v is not None and math.isfinite(v)])
-    for reason in error_reasons:
-        if reason is not None:
-            SAMPLE_ERRORS.labels(reason).inc()
-    observe_many(PREDICTED_BOXES, [n for n in stats.predicted_boxes if n is not None])
-    for kind, count in stats.parse_failures.items():  # a Counter's items: every count is positive
+def observe_batch(endpoint: str, tally: BatchTally) -> None:
+    """Record one scored batch, tallied where it was scored (metrics_tally): nothing is re-parsed."""
+    SAMPLES.labels(endpoint).inc(tally.samples)
+    for name, buckets in tally.rewards.items():
+        add_buckets(REWARD_VALUE.labels(name), buckets)
+    for reason, count in tally.sample_errors.items():
+        SAMPLE_ERRORS.labels(reason).inc(count)
+    add_buckets(PREDICTED_BOXES, tally.boxes)
+    for kind, count in tally.parse_failures.items():  # only kinds that occurred: every count is positive
         PARSE_FAILURES.labels(kind).inc(count)
 
 
-def observe_many(histogram: Histogram, values: list[float]) -> None:
-    """``histogram.observe(v)`` for every value, with one write per bucket touched instead of two per
-    value: in multiprocess mode each write goes to an mmap file, and a 4,096-sample batch of seven
-    rewards took 60 ms of its worker's time, one by one (the scoring itself is spread over every
-    core; this is not). A value goes to the first bucket whose upper bound is at least the value,
-    as ``observe`` puts it."""
-    if not values:
+def add_buckets(histogram: Histogram, buckets: Buckets) -> None:
+    """What ``histogram.observe(v)`` for every value of ``buckets`` gives, with one write per bucket
+    touched instead of two per value: in multiprocess mode each write goes to an mmap file, and a
+    4,096-sample batch of seven rewards took 60 ms of its worker's time, one by one. ``buckets``
+    were counted against the histogram's own bounds (metrics_tally; tests/service/test_metrics_bulk.py)."""
+    if not any(buckets.counts):
         return
-    bounds = histogram._upper_bounds  # prometheus_client's own fields: the version is pinned
-    for index, count in Tally(bisect.bisect_left(bounds, v) for v in values).items():
-        histogram._buckets[index].inc(count)
-    histogram._sum.inc(sum(values))
+    for index, count in enumerate(buckets.counts):
+        if count:
+            histogram._buckets[index].inc(count)  # prometheus_client's own fields: the version is pinned
+    histogram._sum.inc(buckets.total)
 
 
 def multiproc_dir() -> str | None:

@@ -13,6 +13,12 @@ idle cores, from whichever worker they come: one request uses every core, and tw
 once share the same processes instead of oversubscribing the cores. Smaller batches are scored in
 the worker itself, as before (no hop).
 
+The worker's own part of a large request (reading and parsing it before the first chunk, putting
+the answers together after the last) leaves a core idle, and so do the gaps between a process's
+chunks; both are kept short: each chunk's metrics are tallied by the process that scored it
+(metrics_tally), and each worker keeps two chunks per process in flight (the next one waits,
+whole, in the socket's backlog).
+
 Results are the engine's own: each chunk is one `score_batch` call, on a piece of one large request
 or on several small requests whole (`chunk_ranges`), and the answers are put back in order. A
 request's budgets stay the request's: each chunk is checked against the whole budget on its own (a
@@ -52,6 +58,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from . import metrics_tally
 from .engine.registry import RegistryError, resolve_rewards
 from .engine.scoring import BatchScores, BatchStats, ExplainTooLarge, TooManyBoxPairs, _json_size, score_batch
 
@@ -92,15 +99,16 @@ def pool_size(configured: int | None) -> int:
 
 
 def _send(conn: socket.socket, payload: bytes) -> None:
-    conn.sendall(_FRAME.pack(len(payload)) + payload)
+    conn.sendall(_FRAME.pack(len(payload)))  # two calls: no copy of a chunk's payload to prepend 8 bytes
+    conn.sendall(payload)
 
 
-def _recv(conn: socket.socket) -> bytes:
+def _recv(conn: socket.socket) -> bytearray:
     (size,) = _FRAME.unpack(_recv_exactly(conn, _FRAME.size))
     return _recv_exactly(conn, size)
 
 
-def _recv_exactly(conn: socket.socket, size: int) -> bytes:
+def _recv_exactly(conn: socket.socket, size: int) -> bytearray:
     buffer = bytearray(size)
     view, got = memoryview(buffer), 0
     while got < size:
@@ -108,7 +116,7 @@ def _recv_exactly(conn: socket.socket, size: int) -> bytes:
         if n == 0:
             raise EOFError(f"connection closed after {got} of {size} bytes")
         got += n
-    return bytes(buffer)
+    return buffer  # pickle reads it as it is: no copy
 
 
 # ---------------------------------------------------------------- the pool (in __main__)
@@ -256,8 +264,9 @@ def _answer(conn: socket.socket) -> None:
         _send(conn, pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
 
 
-def _score_chunk(chunk: dict) -> BatchScores:
-    return score_batch(
+def _score_chunk(chunk: dict) -> tuple[BatchScores, metrics_tally.BatchTally]:
+    """The chunk's scores, and its metrics tally (counted here, beside the other chunks)."""
+    scores = score_batch(
         chunk["samples"],
         resolve_rewards(chunk["rewards"]),
         chunk["params"],
@@ -268,6 +277,7 @@ def _score_chunk(chunk: dict) -> BatchScores:
         repair_seconds=chunk["repair_seconds"],
         request_sizes=chunk["request_sizes"],
     )
+    return scores, metrics_tally.tally_batch(scores)
 
 
 # ---------------------------------------------------------------- the workers' side
@@ -277,14 +287,23 @@ class ScoringProcessLost(RuntimeError):
     """A chunk's scoring process died, and so did the one that took it again."""
 
 
+# Chunks one worker keeps in flight per scoring process: one being scored and one already sent,
+# waiting in the socket's backlog, so a process that finishes a chunk takes the next at once
+# instead of waiting for the worker to read its answer and send another. Measured between the
+# chunks of a 4,096-sample request: 6-7 ms per process with one in flight, 4.5 ms with two (the
+# rest is the process's own work: answering, releasing the chunk, taking the next).
+IN_FLIGHT_PER_PROCESS = 2
+
+
 class PoolClient:
-    """A worker's way to the pool: at most ``size`` chunks in flight from this worker at once (one
-    thread each, waiting on its connection), so one worker alone can keep every process busy."""
+    """A worker's way to the pool: at most ``IN_FLIGHT_PER_PROCESS * size`` chunks in flight from
+    this worker at once (one thread each, waiting on its connection), so one worker alone keeps
+    every process busy, its next chunk already waiting."""
 
     def __init__(self, path: str, size: int) -> None:
         self.path = path
         self.size = size
-        self._threads = ThreadPoolExecutor(size, thread_name_prefix="scoring-pool")
+        self._threads = ThreadPoolExecutor(IN_FLIGHT_PER_PROCESS * size, thread_name_prefix="scoring-pool")
 
     def score(self, chunks: list[dict]) -> list[tuple[str, Any]]:
         return list(self._threads.map(self._round_trip, chunks))
@@ -294,6 +313,10 @@ class PoolClient:
         for attempt in (1, 2):
             try:
                 with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+                    # Room for the whole chunk (up to the kernel's net.core.wmem_max): it waits in
+                    # the backlog whole, and the process that takes it need not wait for this
+                    # thread to be scheduled again to send the rest.
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _FRAME.size + len(payload))
                     conn.connect(self.path)
                     _send(conn, payload)
                     return pickle.loads(_recv(conn))
@@ -335,15 +358,17 @@ def score_batch_pooled(
     explain_budget: int,
     repair_seconds: float,
     request_sizes: Sequence[int],
-) -> BatchScores:
+) -> tuple[BatchScores, metrics_tally.BatchTally]:
     """`score_batch` with the same arguments and the same answer, each request's samples scored in
-    chunks of at most ``chunk_samples`` by the pool. No pool, or at most one chunk: scored here."""
+    chunks of at most ``chunk_samples`` by the pool, and the batch's metrics tally. No pool, or at
+    most one chunk: scored here."""
     budgets = {"max_gt_boxes": max_gt_boxes, "max_box_pairs": max_box_pairs, "explain_budget": explain_budget}
 
-    def here() -> BatchScores:
-        return score_batch(
+    def here() -> tuple[BatchScores, metrics_tally.BatchTally]:
+        scores = score_batch(
             samples, rewards, params, explain, **budgets, repair_seconds=repair_seconds, request_sizes=request_sizes
         )
+        return scores, metrics_tally.tally_batch(scores)
 
     if pool is None or len(samples) <= chunk_samples:
         return here()
@@ -368,9 +393,9 @@ def score_batch_pooled(
     failed = [detail for kind, detail in results if kind == "failed"]
     if failed:
         raise RuntimeError(f"scoring a chunk failed: {failed[0]}")
-    merged = _merge([scores for _, scores in results])
+    merged = _merge([scores for _, (scores, _) in results])
     _check_budgets(merged, request_sizes, max_box_pairs, explain_budget)
-    return merged
+    return merged, metrics_tally.merged([tally for _, (_, tally) in results])
 
 
 def chunk_ranges(request_sizes: Sequence[int], chunk_samples: int) -> list[tuple[list[tuple[int, int]], float]]:

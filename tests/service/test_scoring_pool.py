@@ -7,12 +7,13 @@ The servers are real (uvicorn on 127.0.0.1, two workers, two scoring processes);
 
 from __future__ import annotations
 
+import asyncio
 import doctest
 import os
 import re
 import shutil
 import signal
-import time
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from services.reward_api import scoring_pool
 from services.reward_api.engine.scoring import _json_size, score_batch
 from services.reward_api.local import LocalService
 from services.reward_api.routers import request_handling
+from services.reward_api.routers.deps import BatchRunner
 from services.reward_api.settings import Settings
 from tests.support.waiting import wait_until
 
@@ -285,3 +287,59 @@ def test_chunk_ranges_cover_every_sample_once_in_order():
 def test_docstring_examples():
     result = doctest.testmod(scoring_pool, report=True)
     assert result.attempted >= 2 and result.failed == 0
+
+
+def cpu_ns(pid: int) -> int:
+    """Time the process has spent on a core so far (ns)."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+
+
+def test_two_connections_are_never_left_on_one_worker(env):
+    # The issue's case: one client, two keep-alive connections, both accepted by the same worker of
+    # two. Its batches are scored by both scoring processes all the same, and so when the two
+    # connections landed on different workers. Fresh connections until both cases were met.
+    env = {k: v for k, v in env.items() if "BOX_PAIRS" not in k} | {"REWARD_API_CHUNK_SAMPLES": "32"}
+    big = {"samples": SAMPLES * 4, "rewards": ALL_REWARDS}  # 600 samples: 19 chunks
+    with LocalService.start(workers=2, env=env) as service:
+        processes = pool_pids(service)
+        expected = in_process("/v1/score", big, env)
+        seen: dict[str, list[int]] = {}
+        for _ in range(100):
+            with httpx.Client(base_url=service.url, timeout=120.0) as a, httpx.Client(base_url=service.url,
+                                                                                        timeout=120.0) as b:
+                workers = {client.get("/healthz").json()["pid"] for client in (a, b)}
+                case = "both on one worker" if len(workers) == 1 else "one on each worker"
+                if case in seen:
+                    continue
+                before = [cpu_ns(pid) for pid in processes]
+                with ThreadPoolExecutor(2) as threads:
+                    answers = list(threads.map(lambda c: [over_http(c, "/v1/score", big) for _ in range(2)], (a, b)))
+                assert answers == [[expected] * 2] * 2
+                seen[case] = [cpu_ns(pid) - start for pid, start in zip(processes, before, strict=True)]
+            if len(seen) == 2:
+                break
+        assert seen.keys() == {"both on one worker", "one on each worker"}, seen
+        for case, spent in seen.items():
+            assert min(spent) > 0.1 * sum(spent), f"{case}: the scoring processes' CPU ns {spent}"
+
+
+def test_a_body_is_parsed_while_the_scoring_thread_waits():
+    # Two requests in flight on one worker: the second's body is parsed while the first is in the
+    # pool (its scoring thread only waits), not after it.
+    async def main() -> None:
+        runner = BatchRunner(1 << 20, 1 << 20, 5.0)
+        scoring, release = threading.Event(), threading.Event()
+
+        def score(items: list) -> list:
+            scoring.set()
+            release.wait(10)
+            return [f"scored {item}" for item in items]
+
+        first = runner.submit(score, "a")
+        assert await asyncio.to_thread(scoring.wait, 10)
+        parsed = await asyncio.wait_for(runner.parse(str.upper, "b"), 5)
+        assert parsed == "B" and not first.done()
+        release.set()
+        assert await first == "scored a"
+
+    asyncio.run(main())

@@ -24,7 +24,7 @@ from ..settings import Settings
 T = TypeVar("T")
 
 # Bodies up to this size are parsed on the event loop (well under a millisecond: cheaper than the
-# hop to the batch thread, which is most of a one-sample request's cost); larger ones in the thread.
+# hop to a thread, which is most of a one-sample request's cost); larger ones in the parsing thread.
 INLINE_PARSE_BYTES = 64 * 1024
 
 
@@ -142,9 +142,13 @@ class Budget:
 
 
 class BatchRunner:
-    """Per worker: admission, and the one thread that does CPU-bound work off the event loop.
+    """Per worker: admission, and the threads that do CPU-bound work off the event loop.
 
-    One thread is enough: the work holds the GIL, so more threads would only interleave batches.
+    One thread scores (one unit of work at a time: the work holds the GIL, so more threads would
+    only interleave batches) and one parses large bodies (`parse`), beside it: while a large batch
+    is in the host's scoring pool the scoring thread only waits, and the next request's body is
+    parsed meanwhile, ready to be scored the moment the pool is free (two requests in flight on
+    one worker, e.g. a client whose two connections both landed on it, keep every core busy).
     Admission (no 503 at a fixed number of requests): a request holds its body's bytes from before
     it is read and its samples from when they are parsed until they are scored; when a budget is
     full it waits up to ``queue_wait_seconds``. Scoring requests that arrive while the thread is
@@ -163,12 +167,18 @@ class BatchRunner:
             "samples (REWARD_API_MAX_QUEUED_SAMPLES)", max_queued_samples, queue_wait_seconds, retry_after
         )
         self._turn = asyncio.Lock()  # FIFO: one unit of work in the thread at a time
+        self._parsing = asyncio.Lock()  # FIFO: one body parsed at a time, beside the unit of work
         self._queues: dict[Callable, list[tuple[Any, asyncio.Future]]] = {}
         self._flushes: set[asyncio.Task] = set()
 
     async def run(self, fn: Callable[..., T], *args) -> T:
         """``fn(*args)`` in the batch thread, after the units before it."""
         async with self._turn:
+            return await asyncio.to_thread(fn, *args)
+
+    async def parse(self, fn: Callable[..., T], *args) -> T:
+        """``fn(*args)`` in a thread, one at a time, while the unit of work goes on beside it."""
+        async with self._parsing:
             return await asyncio.to_thread(fn, *args)
 
     def submit(self, fn: Callable[[list], list], item: Any) -> asyncio.Future:
@@ -210,7 +220,7 @@ BATCH_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for 
 
 def json_body_schema(model: type[BaseModel]) -> dict:
     """``openapi_extra`` documenting ``model`` as the request body. The body is read as bytes and
-    validated in the batch thread, so FastAPI sees no body parameter to document by itself."""
+    validated off the event loop, so FastAPI sees no body parameter to document by itself."""
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
 
 
@@ -247,12 +257,12 @@ async def run_on_body(request: Request, runner: BatchRunner, work: Callable[...,
 async def score_on_body(
     request: Request, runner: BatchRunner, prepare: Callable[[bytes], Any], score: Callable[[list], list]
 ) -> Response:
-    """A scoring request: the body read, parsed and planned by ``prepare`` (in the batch thread for a
-    large body, where parsing is real work, else right here), its samples admitted, then scored by
-    ``score`` together with whatever else is waiting."""
+    """A scoring request: the body read, parsed and planned by ``prepare`` (in the parsing thread for
+    a large body, where parsing is real work, else right here), its samples admitted, then scored
+    by ``score`` together with whatever else is waiting."""
     async with received_body(request, runner) as body:
         if len(body) > INLINE_PARSE_BYTES:
-            job = await runner.run(prepare, body)
+            job = await runner.parse(prepare, body)
         else:
             job = prepare(body)
         taken = await runner.samples.take(len(job.samples))

@@ -1,7 +1,7 @@
 """The work behind /v1/score and /v1/openrlhf, without the I/O: validate, plan, score, answer.
 
 Everything here is synchronous. ``prepare_*`` parse and plan one request (on the event loop for a
-small body, in the worker's batch thread for a large one: routers/deps.py); `score_jobs` scores
+small body, in the worker's parsing thread for a large one: routers/deps.py); `score_jobs` scores
 every request waiting at that moment in the batch thread, together. The reward math is the
 engine's; this module only checks requests against the registry and assembles the answers.
 """
@@ -233,7 +233,7 @@ def score_together(jobs: list[Job]) -> list[Scored]:
     plan, explain, settings = jobs[0].plan, jobs[0].explain, jobs[0].settings
     try:
         # score_batch itself, or a large batch in chunks on every core of the host (scoring_pool.py)
-        scores = scoring_pool.score_batch_pooled(
+        scores, tally = scoring_pool.score_batch_pooled(
             scoring_pool.client(settings.scoring_processes),
             settings.chunk_samples,
             samples,
@@ -248,7 +248,7 @@ def score_together(jobs: list[Job]) -> list[Scored]:
         )
     except registry.RegistryError as exc:  # a budget passed (box pairs, explain size): names the limit
         raise RequestError(str(exc)) from None
-    metrics.observe_batch(jobs[0].endpoint, len(samples), scores.values, scores.error_reasons, scores.stats)
+    metrics.observe_batch(jobs[0].endpoint, tally)
     shares, start = [], 0
     for job in jobs:
         end = start + len(job.samples)
