@@ -63,13 +63,14 @@ def build_trainer(
     from trl import SFTTrainer
 
     from trainer.attention import rope_positions_in_collator
-    from trainer.model import load_model
+    from trainer.model import load_model, master_weights_dtype
     from trainer.train import coordinates_of, full_weights, load_training_data
 
     examples, _ = load_training_data(options, processor, coordinates_of(model_args.model_name_or_path))
     dataset = build_sft_dataset(examples, options.question_template, options.thinking)
     source = resume if full_weights(resume) else model_args.model_name_or_path
-    model = load_model(str(source), model_args.dtype, model_args.attn_implementation)
+    dtype = master_weights_dtype(model_args.dtype, args, full_fine_tuning=True)  # SFT here trains every weight
+    model = load_model(str(source), dtype, model_args.attn_implementation)
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=dataset, processing_class=processor, callbacks=list(callbacks)
     )

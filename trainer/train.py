@@ -356,18 +356,23 @@ def full_weights(checkpoint: Path | None) -> bool:
     return any((checkpoint / name).is_file() for name in names)
 
 
-def prepare_model(model_args: Any, freeze_vision_modules: bool, resume: Path | None = None) -> tuple[Any, Any]:
+def prepare_model(
+    model_args: Any, args: Any, freeze_vision_modules: bool, resume: Path | None = None
+) -> tuple[Any, Any]:
     """(model, peft config or None). Resuming full fine-tuning, the weights are the checkpoint's,
-    loaded here (see `load_weights_here`); LoRA adapters are loaded by Trainer on the base model."""
+    loaded here (see `load_weights_here`); LoRA adapters are loaded by Trainer on the base model. A
+    full fine-tune keeps float32 master weights (`trainer.model.master_weights_dtype`); TRL builds the
+    KL reference model in the policy's dtype."""
     from trl import get_peft_config
 
-    from trainer.model import LANGUAGE_LORA_TARGETS, freeze_vision, load_model
+    from trainer.model import LANGUAGE_LORA_TARGETS, freeze_vision, load_model, master_weights_dtype
 
+    peft_config = get_peft_config(model_args)
+    dtype = master_weights_dtype(model_args.dtype, args, full_fine_tuning=peft_config is None)
     source = resume if full_weights(resume) else model_args.model_name_or_path
-    model = load_model(str(source), model_args.dtype, model_args.attn_implementation)
+    model = load_model(str(source), dtype, model_args.attn_implementation)
     if freeze_vision_modules:
         logger.info("vision tower frozen (%d parameters)", freeze_vision(model))
-    peft_config = get_peft_config(model_args)
     if peft_config is not None and not model_args.lora_target_modules:
         peft_config.target_modules = LANGUAGE_LORA_TARGETS  # type: ignore[attr-defined]  # a LoraConfig here
     return model, peft_config
@@ -504,7 +509,7 @@ def _main(argv: Sequence[str] | None) -> int:
         client, od.rewards, params, accuracy_rewards, record.on_scored if record else None
     )
     reward_funcs[0] = with_batch_metrics(reward_funcs[0], telemetry)
-    model, peft_config = prepare_model(model_args, od.freeze_vision_modules, resume)
+    model, peft_config = prepare_model(model_args, args, od.freeze_vision_modules, resume)
 
     summary = TelemetryCallback(telemetry, args.output_dir, names)
     callbacks = [summary, NonFiniteGuard(), TimeLimit(od.max_seconds)]

@@ -72,3 +72,12 @@ def test_the_trainers_model_gives_the_loss_and_gradients_of_transformers_own(fam
     model.save_pretrained(tmp_path / "saved")
     assert PACKED_VISION_ATTENTION not in (tmp_path / "saved" / "config.json").read_text()
     assert json.loads((tmp_path / "saved" / "config.json").read_text())["model_type"] == family
+
+
+@pytest.mark.parametrize("name", ["trainer.attention", "trainer.model"])
+def test_docstring_examples(name):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(name), report=True)
+    assert result.attempted >= 2 and result.failed == 0
