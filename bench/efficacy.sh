@@ -31,8 +31,8 @@ DEVICE=${DEVICE:-cuda}
 PORT=${PORT:-18790}
 WORKERS=${WORKERS:-4}
 PHASE=${PHASE:-all}                 # all, sft (data and SFT) or arms (from the SFT checkpoints in $RUNS)
-SFT_SECONDS=${SFT_SECONDS:-480}     # SFT budget per seed (PHASE=sft then fits one 10-minute call)
-SFT_STEPS=${SFT_STEPS:-1300}       # the SFT schedule's length (cosine to 0); SFT_SECONDS stops it earlier
+SFT_SECONDS=${SFT_SECONDS:-450}     # SFT budget per seed (PHASE=sft then fits one 10-minute call)
+SFT_STEPS=${SFT_STEPS:-1250}       # the SFT schedule's length (cosine to 0); SFT_SECONDS stops it earlier
                                     # (two seeds at once made 2.78 steps/s each on an H200 at batch 256)
 SFT_LR=${SFT_LR:-1e-3}
 SFT_BATCH=${SFT_BATCH:-256}
