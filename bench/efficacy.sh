@@ -33,7 +33,8 @@ WORKERS=${WORKERS:-4}
 PHASE=${PHASE:-all}                 # all, sft (data and SFT) or arms (from the SFT checkpoints in $RUNS)
 SFT_SECONDS=${SFT_SECONDS:-450}     # SFT budget per seed (PHASE=sft then fits one 10-minute call)
 SFT_STEPS=${SFT_STEPS:-1250}       # the SFT schedule's length (cosine to 0); SFT_SECONDS stops it earlier
-                                    # (two seeds at once made 2.78 steps/s each on an H200 at batch 256)
+                                    # (two seeds at once made 2.78 steps/s each on an H200 at batch 256,
+                                    # before float32 master weights: check the schedule ran out in sft.log)
 SFT_LR=${SFT_LR:-1e-3}
 SFT_BATCH=${SFT_BATCH:-256}
 ARM_SECONDS=${ARM_SECONDS:-300}     # each arm's budget, the control's too
@@ -55,8 +56,15 @@ if [ -n "${SMOKE:-}" ]; then  # the whole pipeline in a few minutes, to check it
 fi
 if [ "$DEVICE" = cpu ]; then PRECISION="--use_cpu true"; else PRECISION="--bf16 true --dtype bfloat16"; fi
 
+case $PHASE in all|sft|arms) ;; *) echo "PHASE=$PHASE: use all, sft or arms" >&2; exit 2 ;; esac
 mkdir -p "$OUT"
 RUNS=${RUNS:-$OUT/runs}
+if [ "$PHASE" = arms ]; then
+  for seed in $SEEDS; do
+    [ -f "$RUNS/seed$seed/sft/config.json" ] || {
+      echo "PHASE=arms: no SFT checkpoint in $RUNS/seed$seed/sft; run PHASE=sft with the same RUNS first" >&2; exit 2; }
+  done
+fi
 mkdir -p "$RUNS"
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.csv" 2>/dev/null || echo "cpu" > "$OUT/gpu.csv"

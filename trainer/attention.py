@@ -1,4 +1,4 @@
-"""One attention call per vision layer for the whole batch of images, without flash-attn installed.
+"""A few attention calls per vision layer for a whole batch of images, without flash-attn installed.
 
 Qwen-VL vision towers pack every image of a batch into one sequence and attend within each image
 (or window) only. With flash attention, transformers hands the packed sequence and its boundaries
@@ -7,10 +7,10 @@ one attention call per image or window, in a Python loop: at a batch of 256 imag
 thousands of tiny kernels per step, and the GPU waits on Python.
 
 `packed_attention` takes the flash path's arguments and computes the same attention with one
-``scaled_dot_product_attention`` call: the packed tokens are scattered into a padded
-``(sequences, heads, longest, dim)`` batch, padding keys are masked out, and the result is
-gathered back. transformers picks the flash code path for any implementation name containing
-"flash" (``is_flash_attention_requested``), so `use_packed_vision_attention` registers the function
+``scaled_dot_product_attention`` call per distinct sequence length: the sequences of each length
+are gathered into one batch (no padding, no mask) and the results scattered back. transformers
+picks the flash code path for any implementation name containing "flash"
+(``is_flash_attention_requested``), so `use_packed_vision_attention` registers the function
 under such a name and sets it on the vision configuration of a model already loaded (not through
 ``from_pretrained``, which would look for the flash-attn package). The language model keeps its own
 implementation, and the name is not saved with the model.
@@ -38,9 +38,14 @@ def packed_attention(
     """Attention within each packed sequence of ``query/key/value`` (``(1, heads, tokens, dim)``),
     bounded by ``cu_seq_lens_q``; returns ``((1, tokens, heads, dim), None)`` as flash kernels do.
 
+    Sequences of the same length are gathered into one batch and attended in one call, so a layer
+    costs one call per distinct length (a few: images of a data set come in few sizes, windows in
+    fewer), with no padding and no mask: memory and work stay those of the real tokens whatever the
+    mix of sizes.
+
     >>> import torch
     >>> q = torch.randn(1, 2, 5, 4)
-    >>> out, _ = packed_attention(None, q, q, q, cu_seq_lens_q=torch.tensor([0, 2, 5]), max_length_q=3)
+    >>> out, _ = packed_attention(None, q, q, q, cu_seq_lens_q=torch.tensor([0, 2, 5]))
     >>> first = torch.nn.functional.scaled_dot_product_attention(q[:, :, :2], q[:, :, :2], q[:, :, :2])
     >>> torch.allclose(out[:, :2], first.transpose(1, 2), atol=1e-6)
     True
@@ -48,26 +53,22 @@ def packed_attention(
     import torch
     from torch.nn import functional
 
-    if cu_seq_lens_q is None:  # one sequence: plain attention
-        out = functional.scaled_dot_product_attention(query, key, value, dropout_p=dropout, scale=scaling)
-        return out.transpose(1, 2), None
-    _, heads, tokens, dim = query.shape
-    bounds = cu_seq_lens_q.to(device=query.device, dtype=torch.long)
-    lengths = bounds[1:] - bounds[:-1]
-    longest = int(max_length_q) if max_length_q is not None else int(lengths.max())
-    sequence = torch.repeat_interleave(torch.arange(len(lengths), device=query.device), lengths, output_size=tokens)
-    position = torch.arange(tokens, device=query.device) - bounds[sequence]
-
-    def padded(tensor: Any) -> Any:  # (1, heads, tokens, dim) -> (sequences, heads, longest, dim)
-        out = tensor.new_zeros(len(lengths), longest, heads, dim)
-        out[sequence, position] = tensor[0].transpose(0, 1)
-        return out.transpose(1, 2)
-
-    keep = (torch.arange(longest, device=query.device)[None, :] < lengths[:, None])[:, None, None, :]
-    out = functional.scaled_dot_product_attention(
-        padded(query), padded(key), padded(value), attn_mask=keep, dropout_p=dropout, scale=scaling
-    )
-    return out.transpose(1, 2)[sequence, position].unsqueeze(0), None
+    tokens = query.shape[2]
+    q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (tokens, heads, dim)
+    if cu_seq_lens_q is None:  # one sequence
+        bounds = torch.tensor([0, tokens], device=query.device)
+    else:
+        bounds = cu_seq_lens_q.to(device=query.device, dtype=torch.long)
+    starts, lengths = bounds[:-1], bounds[1:] - bounds[:-1]
+    out = torch.empty_like(q)
+    for length in torch.unique(lengths).tolist():  # one host sync per layer
+        if length == 0:
+            continue
+        rows = starts[lengths == length, None] + torch.arange(length, device=query.device)  # (n, length)
+        q_rows, k_rows, v_rows = (t[rows].transpose(1, 2) for t in (q, k, v))  # (n, heads, length, dim)
+        attended = functional.scaled_dot_product_attention(q_rows, k_rows, v_rows, dropout_p=dropout, scale=scaling)
+        out[rows] = attended.transpose(1, 2)
+    return out.unsqueeze(0), None
 
 
 def use_packed_vision_attention(model: Any) -> bool:

@@ -145,9 +145,26 @@ def load_processor(
 HALF_PRECISION = ("bfloat16", "float16")
 
 
-def master_weights_dtype(dtype: str | None, args: Any, full_fine_tuning: bool) -> str | None:
+def loaded_dtype(dtype: str | None, model_path: str | Path | None) -> str | None:
+    """The dtype ``from_pretrained(model_path, dtype=dtype)`` loads: ``dtype``, or for None and "auto"
+    (transformers 5's default) the one the weights were saved in, as ``config.json`` says (None when
+    it does not)."""
+    if dtype not in (None, "auto") or model_path is None:
+        return dtype
+    config = Path(model_path) / "config.json"
+    if not config.is_file():
+        return None
+    saved = json.loads(config.read_text(encoding="utf-8"))
+    found = saved.get("dtype") or saved.get("torch_dtype") or (saved.get("text_config") or {}).get("dtype")
+    return str(found) if found else None
+
+
+def master_weights_dtype(
+    dtype: str | None, args: Any, full_fine_tuning: bool, model_path: str | Path | None = None
+) -> str | None:
     """The dtype to load the weights of a training run in: ``dtype``, except float32 for a full
-    fine-tune that would otherwise keep its only copy of the weights in half precision.
+    fine-tune that would otherwise keep its only copy of the weights in half precision (``dtype``
+    None or "auto" loads ``model_path``'s saved dtype: bf16 for the published Qwen-VL checkpoints).
 
     AdamW's step is about the learning rate, and bf16 resolves about 1/256 of a weight: at the
     recipes' lr 1e-6 the update of a typical weight rounds away. One AdamW step at lr 1e-6 changed
@@ -163,16 +180,36 @@ def master_weights_dtype(dtype: str | None, args: Any, full_fine_tuning: bool) -
     >>> master_weights_dtype("bfloat16", plain, full_fine_tuning=False)
     'bfloat16'
     """
-    if dtype not in HALF_PRECISION or not full_fine_tuning or _keeps_master_weights(args):
+    loaded = loaded_dtype(dtype, model_path)
+    if loaded not in HALF_PRECISION or not full_fine_tuning or _keeps_master_weights(args):
         return dtype
+    autocast = "bf16" if getattr(args, "bf16", False) else "fp16" if getattr(args, "fp16", False) else None
     logger.warning(
-        "full fine-tuning with --dtype %s and no DeepSpeed or FSDP: the weights are loaded in float32 "
-        "(master weights; compute runs in --bf16/--fp16 autocast), since AdamW updates at small learning "
-        "rates are below %s's resolution and would round away",
-        dtype,
-        dtype,
+        "full fine-tuning %s weights with no DeepSpeed or FSDP: they are loaded in float32 (master weights; %s), "
+        "since AdamW updates at small learning rates are below %s's resolution and would round away",
+        loaded,
+        f"compute runs in {autocast} autocast" if autocast else "without --bf16/--fp16, compute runs in float32",
+        loaded,
     )
     return "float32"
+
+
+def prepare_reference_model(trainer: Any, dtype: str | None) -> None:
+    """TRL's KL reference model (GRPO with beta > 0), which it builds itself with ``from_pretrained``:
+    the packed vision attention as the policy has, and the requested half-precision ``dtype`` when
+    the policy was loaded in float32 for its master weights (the reference never trains, so float32
+    would only double its memory)."""
+    import torch
+
+    from trainer.attention import use_packed_vision_attention
+
+    reference = getattr(trainer, "ref_model", None)
+    if reference is None:
+        return
+    reference = getattr(reference, "module", reference)  # a DeepSpeed engine's model
+    use_packed_vision_attention(reference)
+    if dtype in HALF_PRECISION and reference.dtype == torch.float32 and not _keeps_master_weights(trainer.args):
+        reference.to(getattr(torch, dtype))
 
 
 def _keeps_master_weights(args: Any) -> bool:

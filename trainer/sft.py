@@ -69,7 +69,8 @@ def build_trainer(
     examples, _ = load_training_data(options, processor, coordinates_of(model_args.model_name_or_path))
     dataset = build_sft_dataset(examples, options.question_template, options.thinking)
     source = resume if full_weights(resume) else model_args.model_name_or_path
-    dtype = master_weights_dtype(model_args.dtype, args, full_fine_tuning=True)  # SFT here trains every weight
+    # SFT here trains every weight
+    dtype = master_weights_dtype(model_args.dtype, args, full_fine_tuning=True, model_path=str(source))
     model = load_model(str(source), dtype, model_args.attn_implementation)
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=dataset, processing_class=processor, callbacks=list(callbacks)

@@ -361,14 +361,16 @@ def prepare_model(
 ) -> tuple[Any, Any]:
     """(model, peft config or None). Resuming full fine-tuning, the weights are the checkpoint's,
     loaded here (see `load_weights_here`); LoRA adapters are loaded by Trainer on the base model. A
-    full fine-tune keeps float32 master weights (`trainer.model.master_weights_dtype`); TRL builds the
-    KL reference model in the policy's dtype."""
+    full fine-tune keeps float32 master weights (`trainer.model.master_weights_dtype`); the KL
+    reference model TRL builds is brought back to the requested dtype (`prepare_reference_model`)."""
     from trl import get_peft_config
 
     from trainer.model import LANGUAGE_LORA_TARGETS, freeze_vision, load_model, master_weights_dtype
 
     peft_config = get_peft_config(model_args)
-    dtype = master_weights_dtype(model_args.dtype, args, full_fine_tuning=peft_config is None)
+    dtype = master_weights_dtype(
+        model_args.dtype, args, full_fine_tuning=peft_config is None, model_path=model_args.model_name_or_path
+    )
     source = resume if full_weights(resume) else model_args.model_name_or_path
     model = load_model(str(source), dtype, model_args.attn_implementation)
     if freeze_vision_modules:
@@ -452,7 +454,7 @@ def _main(argv: Sequence[str] | None) -> int:
     from trl import GRPOTrainer
 
     from trainer.callbacks import CheckpointRecord, NonFiniteGuard, TimeLimit
-    from trainer.model import load_processor, model_type, save_processor
+    from trainer.model import load_processor, loaded_dtype, model_type, prepare_reference_model, save_processor
     from trainer.options import heldout_callback
     from trainer.telemetry import (
         Telemetry,
@@ -527,6 +529,7 @@ def _main(argv: Sequence[str] | None) -> int:
         peft_config=peft_config,
         callbacks=callbacks,
     )
+    prepare_reference_model(trainer, loaded_dtype(model_args.dtype, model_args.model_name_or_path))
     if heldout is not None:
         heldout.trainer = trainer
     if not timed_generation(trainer, telemetry):

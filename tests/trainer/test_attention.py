@@ -13,10 +13,10 @@ from trainer.attention import PACKED_VISION_ATTENTION, WithRopePositions, packed
 
 def test_packed_attention_is_attention_within_each_sequence():
     torch.manual_seed(0)
-    lengths = [3, 7, 1, 5]
+    lengths = [3, 7, 1, 5, 3, 7, 7]  # repeated lengths are attended together
     q, k, v = (torch.randn(1, 2, sum(lengths), 8, requires_grad=True) for _ in range(3))
     bounds = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
-    packed, _ = packed_attention(None, q, k, v, scaling=0.3, cu_seq_lens_q=bounds, max_length_q=max(lengths))
+    packed, _ = packed_attention(None, q, k, v, scaling=0.3, cu_seq_lens_q=bounds)
     pieces = [
         torch.nn.functional.scaled_dot_product_attention(*(t[:, :, a:b] for t in (q, k, v)), scale=0.3)
         for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)

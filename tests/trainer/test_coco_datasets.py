@@ -29,8 +29,14 @@ class CocoFile:
     def _annotation(self, image_id: int, category_id: int, bbox: list[float], iscrowd: int) -> None:
         ann_id = len(self.data["annotations"]) + 1
         self.data["annotations"].append(
-            {"id": ann_id, "image_id": image_id, "category_id": category_id, "bbox": bbox, "iscrowd": iscrowd,
-             "area": bbox[2] * bbox[3]}
+            {
+                "id": ann_id,
+                "image_id": image_id,
+                "category_id": category_id,
+                "bbox": bbox,
+                "iscrowd": iscrowd,
+                "area": bbox[2] * bbox[3],
+            }
         )
 
 
@@ -134,7 +140,9 @@ def test_one_box_mode_keeps_the_largest_box_of_each_category_and_says_so():
     coco = CocoFile().image(1, (3, [0, 0, 10, 10]), (3, [50, 50, 30, 20]), (3, [100, 0, 20, 30]), (1, [5, 5, 4, 4]))
     record = build(coco, "pos_3", "one_box")[1]
     question = record["conversations"][0]["value"]
-    assert question == prompts.IMAGE_PLACEHOLDER + prompts.detection_question(["person", "car"], one_box_per_category=True)
+    assert question == prompts.IMAGE_PLACEHOLDER + prompts.detection_question(
+        ["person", "car"], one_box_per_category=True
+    )
     assert prompts.ONE_BOX_PER_CATEGORY.strip() in question
     # Areas 100, 600 and 600: the first of the two largest wins; order stays the file's.
     assert ground_truth(record) == [
@@ -157,8 +165,12 @@ def test_command_line_writes_trainer_jsonl_with_image_paths(tmp_path):
     annotations = tmp_path / "instances.json"
     annotations.write_text(json.dumps(CocoFile().image(1, *boxes(1, 2)).image(2, *boxes(1, 11)).data))
     out = tmp_path / "pos_3.jsonl"
-    assert coco_datasets.main([str(annotations), "--subset", "pos_3", "--mode", "all", "--images", "val2017",
-                               "--out", str(out)]) == 0
+    assert (
+        coco_datasets.main(
+            [str(annotations), "--subset", "pos_3", "--mode", "all", "--images", "val2017", "--out", str(out)]
+        )
+        == 0
+    )
     [line] = out.read_text().splitlines()
     record = json.loads(line)
     assert record["image"] == "val2017/000000000001.jpg"

@@ -21,9 +21,20 @@ def test_processor_has_an_image_processor_without_torchvision(processor):
     # AutoProcessor alone would give the bare tokenizer here (no video processor without torchvision).
     assert hasattr(processor, "image_processor") and hasattr(processor, "tokenizer")
     out = processor.apply_chat_template(
-        [[{"role": "user", "content": [{"type": "image", "image": Image.new("RGB", (100, 75))},
-                                       {"type": "text", "text": "hi"}]}]],
-        add_generation_prompt=True, tokenize=True, return_dict=True,
+        [
+            [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image", "image": Image.new("RGB", (100, 75))},
+                        {"type": "text", "text": "hi"},
+                    ],
+                }
+            ]
+        ],
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=True,
     )
     assert "pixel_values" in out and list(out["image_grid_thw"][0]) == [1, 6, 8]  # 84 x 112 after resize
 
@@ -31,8 +42,9 @@ def test_processor_has_an_image_processor_without_torchvision(processor):
 def test_boxes_are_scaled_to_the_image_the_model_sees(processor, tmp_path):
     # 100 x 75 is off the 28 grid: smart_resize makes it 112 x 84 (w x h).
     Image.new("RGB", (100, 75), "white").save(tmp_path / "a.png")
-    record = prompts.vlm_r1_record("a.png", prompts.detection_question(["red square"]),
-                                   [{"bbox_2d": [10, 15, 50, 60], "label": "red square"}])
+    record = prompts.vlm_r1_record(
+        "a.png", prompts.detection_question(["red square"]), [{"bbox_2d": [10, 15, 50, 60], "label": "red square"}]
+    )
     (tmp_path / "train.jsonl").write_text(json.dumps(record) + "\n")
     [example] = data.read_vlm_r1(str(tmp_path / "train.jsonl"), str(tmp_path), processor.image_processor)
     assert example.original_size == (100, 75)
@@ -66,8 +78,9 @@ def test_none_answers_multi_image_and_several_files(processor, tmp_path):
     second = prompts.vlm_r1_record("c.png", "q", [{"bbox_2d": [1, 2, 3, 4], "label": "y"}])
     (tmp_path / "one.jsonl").write_text(json.dumps(first) + "\n")
     (tmp_path / "two.jsonl").write_text(json.dumps(second) + "\n")
-    examples = data.read_vlm_r1(f"{tmp_path}/one.jsonl:{tmp_path}/two.jsonl", f"{tmp_path}:{other}",
-                                processor.image_processor)
+    examples = data.read_vlm_r1(
+        f"{tmp_path}/one.jsonl:{tmp_path}/two.jsonl", f"{tmp_path}:{other}", processor.image_processor
+    )
     assert [len(ex.image_paths) for ex in examples] == [2, 1]
     assert first["conversations"][0]["value"].startswith("<image><image>")
     assert examples[0].question == "q" and examples[0].solution == [] and examples[0].solution_original == "None"
@@ -81,16 +94,20 @@ def test_none_answers_multi_image_and_several_files(processor, tmp_path):
 
 BAD_SOLUTIONS = [
     "[1, 2]",
-    "```json\n{\"a\": 1}\n```",
-    "```json\n[{\"bbox_2d\": [1, 2, 3], \"label\": \"x\"}]\n```",
+    '```json\n{"a": 1}\n```',
+    '```json\n[{"bbox_2d": [1, 2, 3], "label": "x"}]\n```',
     # what the trainer's own reader used to accept and the service refused (issue 10)
-    "```json\n[]\n``` ```json\n[{\"bbox_2d\": [1, 2, 3, 4], \"label\": \"x\"}]\n```",  # two blocks
-    "```json\n[{\"bbox_2d\": [30, 2, 3, 4], \"label\": \"x\"}]\n```",  # inverted
-    "```json\n[{\"bbox_2d\": [NaN, 2, 3, 4], \"label\": \"x\"}]\n```",  # NaN
-    "```json\n[{\"bbox_2d\": [true, 2, 3, 4], \"label\": \"x\"}]\n```",  # a boolean
+    '```json\n[]\n``` ```json\n[{"bbox_2d": [1, 2, 3, 4], "label": "x"}]\n```',  # two blocks
+    '```json\n[{"bbox_2d": [30, 2, 3, 4], "label": "x"}]\n```',  # inverted
+    '```json\n[{"bbox_2d": [NaN, 2, 3, 4], "label": "x"}]\n```',  # NaN
+    '```json\n[{"bbox_2d": [true, 2, 3, 4], "label": "x"}]\n```',  # a boolean
 ]
-GOOD_SOLUTIONS = ["None", "<answer> None </answer>", "```json\n[]\n```",
-                  "<answer>```json\n[{\"bbox_2d\": [1, 2, 3, 4], \"label\": \"x\"}]\n```</answer>"]
+GOOD_SOLUTIONS = [
+    "None",
+    "<answer> None </answer>",
+    "```json\n[]\n```",
+    '<answer>```json\n[{"bbox_2d": [1, 2, 3, 4], "label": "x"}]\n```</answer>',
+]
 
 
 def test_the_loader_refuses_exactly_what_the_service_refuses():
@@ -119,7 +136,10 @@ def test_a_box_the_service_would_refuse_once_scaled_is_refused_at_load(processor
 @pytest.mark.parametrize("bad", BAD_SOLUTIONS)
 def test_unreadable_ground_truth_is_refused_with_its_line(processor, tmp_path, bad):
     Image.new("RGB", (90, 90)).save(tmp_path / "a.png")
-    record = {"image": "a.png", "conversations": [{"from": "human", "value": "<image>q"}, {"from": "gpt", "value": bad}]}
+    record = {
+        "image": "a.png",
+        "conversations": [{"from": "human", "value": "<image>q"}, {"from": "gpt", "value": bad}],
+    }
     (tmp_path / "t.jsonl").write_text("\n" + json.dumps(record) + "\n")
     with pytest.raises(data.DataError, match=r"t\.jsonl:2: unreadable ground truth"):
         data.read_vlm_r1(str(tmp_path / "t.jsonl"), str(tmp_path), processor.image_processor)
@@ -129,12 +149,16 @@ def test_research_prompts():
     q = prompts.ovd_question(["person sit on motorcycle", "motorcycle is sat on by person"])
     assert "motorcycle is sat on by person. Output each" in q  # the findings' missing-space fix
     assert prompts.apply_template("Q", "standard") == (
-        "Q Output the thinking process in <think> </think> and final answer in <answer> </answer> tags.")
-    assert prompts.apply_template("Q", "enhanced").endswith("<think> reasoning process here </think><answer> answer here </answer>")
+        "Q Output the thinking process in <think> </think> and final answer in <answer> </answer> tags."
+    )
+    assert prompts.apply_template("Q", "enhanced").endswith(
+        "<think> reasoning process here </think><answer> answer here </answer>"
+    )
     assert "['a', 'b']" in prompts.detection_question(["a", "b"])
     assert prompts.answer_text([]) == "None"
-    assert data.read_solution("<answer>" + prompts.answer_text([{"bbox_2d": [1, 2, 3, 4], "label": "a"}]) + "</answer>") == [
-        {"bbox_2d": [1.0, 2.0, 3.0, 4.0], "label": "a"}]
+    assert data.read_solution(
+        "<answer>" + prompts.answer_text([{"bbox_2d": [1, 2, 3, 4], "label": "a"}]) + "</answer>"
+    ) == [{"bbox_2d": [1.0, 2.0, 3.0, 4.0], "label": "a"}]
     with pytest.raises(ValueError):
         prompts.apply_template("Q", "fancy")
 
@@ -143,7 +167,9 @@ def test_synthetic_data_has_absent_objects_and_resized_images(synthetic_dir, pro
     lines = [json.loads(line) for line in (synthetic_dir / "train.jsonl").read_text().splitlines()]
     answers = [line["conversations"][1]["value"] for line in lines]
     assert "None" in answers and any(a.startswith("```json") for a in answers)
-    examples = data.read_vlm_r1(str(synthetic_dir / "train.jsonl"), str(synthetic_dir / "images"), processor.image_processor)
+    examples = data.read_vlm_r1(
+        str(synthetic_dir / "train.jsonl"), str(synthetic_dir / "images"), processor.image_processor
+    )
     assert all(ex.original_size != ex.resized_size for ex in examples)
     # Every asked-for label that has a box is named in the question.
     for ex in examples:
@@ -161,7 +187,8 @@ def test_recipe_configs_parse(config):
     assert recipe["bf16"] is True and recipe["gradient_checkpointing"] is True
     # Every key is an argument of the trainer (bf16 is refused on a machine without a GPU: off here).
     od, args, model = TrlParser((ODArguments, GRPOConfig, ModelConfig)).parse_args_and_config(
-        ["--config", str(config), "--output_dir", "/tmp/unused", "--bf16", "false", "--use_cpu", "true"])
+        ["--config", str(config), "--output_dir", "/tmp/unused", "--bf16", "false", "--use_cpu", "true"]
+    )
     assert model.model_name_or_path.endswith("Qwen2.5-VL-3B-Instruct") and model.dtype == "bfloat16"
     assert args.num_generations == 8 and args.max_completion_length == 1024
     assert args.gradient_checkpointing and args.beta == float(config.stem.rsplit("kl", 1)[1])
@@ -205,9 +232,13 @@ def test_the_run_record_counts_unscored_samples_and_the_versions_used(tmp_path):
     from trainer.train import RunRecord
 
     record = RunRecord(tmp_path / "reward_service.json", {"urls": ["http://rm:8000"]})
-    answer = ScoreResponse(rewards={"ap": [0.5, None, None]}, total=[0.5, None, None], versions={"ap": "1"},
-                           errors=[None, "solution item 0: bbox_2d is missing", "solution: not a list"],
-                           ids=[None, None, None])
+    answer = ScoreResponse(
+        rewards={"ap": [0.5, None, None]},
+        total=[0.5, None, None],
+        versions={"ap": "1"},
+        errors=[None, "solution item 0: bbox_2d is missing", "solution: not a list"],
+        ids=[None, None, None],
+    )
     record.on_scored(answer)
     record.on_scored(answer)
     written = json.loads((tmp_path / "reward_service.json").read_text())

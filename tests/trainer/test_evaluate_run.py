@@ -23,11 +23,26 @@ def run(tmp_path_factory):
     data_file = synthetic.generate(root / "data", N_IMAGES, seed=3)
     out_dir = root / "out"
     with LocalService.start(env={"REWARD_API_LOG_LEVEL": "warning"}) as server:
-        code = evaluate.main([
-            "--model", str(model_dir), "--data", str(data_file), "--images", str(data_file.parent / "images"),
-            "--url", server.url, "--out-dir", str(out_dir), "--batch-size", "2", "--max-new-tokens", "24",
-            "--device", "cpu",
-        ])
+        code = evaluate.main(
+            [
+                "--model",
+                str(model_dir),
+                "--data",
+                str(data_file),
+                "--images",
+                str(data_file.parent / "images"),
+                "--url",
+                server.url,
+                "--out-dir",
+                str(out_dir),
+                "--batch-size",
+                "2",
+                "--max-new-tokens",
+                "24",
+                "--device",
+                "cpu",
+            ]
+        )
         rescored = out_dir / "rescored.json"
         cli_code = scoring_cli.main([str(out_dir / "completions.jsonl"), "--url", server.url, "--out", str(rescored)])
     return {"code": code, "cli_code": cli_code, "out_dir": out_dir, "data": data_file, "rescored": rescored}
@@ -52,8 +67,9 @@ def test_run_writes_the_table_metrics_and_timing(run):
     result = json.loads((run["out_dir"] / "metrics.json").read_text())
     metrics = result["metrics"]
     assert metrics["n_images"] == N_IMAGES
-    assert metrics["n_gt"] == sum(len(json.loads(line)["solution"]) for line in
-                                  (run["out_dir"] / "completions.jsonl").read_text().splitlines())
+    assert metrics["n_gt"] == sum(
+        len(json.loads(line)["solution"]) for line in (run["out_dir"] / "completions.jsonl").read_text().splitlines()
+    )
     assert result["timing"]["device"] == "cpu" and result["timing"]["dtype"] == "float32"
     assert result["timing"]["generate_seconds"] > 0
     assert "| Model | mAP |" in result["table"] and "| tiny |" in result["table"]
@@ -75,8 +91,9 @@ def test_asked_categories_come_from_the_lines(tmp_path):
 
 
 def test_completions_carry_the_sets_categories_so_a_rescore_matches(tmp_path):
-    example = SimpleNamespace(source="set.jsonl", image_paths=("a.png",), question="find the cat",
-                              solution="None", resized_size=(56, 56))
+    example = SimpleNamespace(
+        source="set.jsonl", image_paths=("a.png",), question="find the cat", solution="None", resized_size=(56, 56)
+    )
     lines = evaluate.completion_records([example], ["<answer>None</answer>"], "standard", ["cat", "zebra"])
     assert lines[0]["categories"] == ["cat", "zebra"]  # hard negatives included
     assert "categories" not in evaluate.completion_records([example], ["x"], "standard")[0]

@@ -80,3 +80,31 @@ def test_sft_in_bf16_at_a_small_learning_rate_moves_the_weights(tiny_model_dir, 
     # the rest have no gradient in one step (embeddings of tokens absent from the batch); bf16 weights
     # alone change 2-16% at this rate (test above)
     assert changed / sum(b.numel() for _, b in trained) > 0.8
+
+
+def test_a_checkpoint_saved_in_bf16_loaded_with_auto_gets_float32_master_weights(tiny_model_dir, tmp_path, monkeypatch):
+    from transformers import AutoModelForImageTextToText
+
+    from trainer.model import load_model, loaded_dtype
+
+    monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED", raising=False)
+    monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
+    AutoModelForImageTextToText.from_pretrained(tiny_model_dir, dtype=torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    assert loaded_dtype(None, tmp_path / "bf16") == loaded_dtype("auto", tmp_path / "bf16") == "bfloat16"
+    plain = SimpleNamespace(deepspeed=None, deepspeed_plugin=None, fsdp=[], bf16=True)
+    for requested in (None, "auto"):
+        dtype = master_weights_dtype(requested, plain, full_fine_tuning=True, model_path=tmp_path / "bf16")
+        assert load_model(str(tmp_path / "bf16"), dtype).dtype == torch.float32
+
+
+def test_the_kl_reference_model_gets_the_packed_attention_and_the_requested_dtype(tiny_model_dir):
+    from transformers import AutoModelForImageTextToText
+
+    from trainer.attention import PACKED_VISION_ATTENTION
+    from trainer.model import prepare_reference_model
+
+    reference = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    trainer = SimpleNamespace(ref_model=reference, args=SimpleNamespace(deepspeed=None, deepspeed_plugin=None, fsdp=[]))
+    prepare_reference_model(trainer, "bfloat16")
+    assert reference.dtype == torch.bfloat16
+    assert reference.config.vision_config._attn_implementation == PACKED_VISION_ATTENTION

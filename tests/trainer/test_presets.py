@@ -41,8 +41,10 @@ def test_the_published_presets_are_the_published_architectures_with_this_tokeniz
     from trainer.tiny_model import PUBLISHED, build_published_config, build_tokenizer
 
     tokenizer = build_tokenizer(PRESETS["small"].vocab_size, PRESETS["small"].split_digits)
-    expected = {"qwen2_5_vl_3b": ("Qwen2_5_VLForConditionalGeneration", 3_754_622_976, 2048, 36),
-                "qwen3_vl_4b": ("Qwen3VLForConditionalGeneration", 4_437_815_808, 2560, 36)}
+    expected = {
+        "qwen2_5_vl_3b": ("Qwen2_5_VLForConditionalGeneration", 3_754_622_976, 2048, 36),
+        "qwen3_vl_4b": ("Qwen3VLForConditionalGeneration", 4_437_815_808, 2560, 36),
+    }
     for name, (model_class, parameters, hidden, layers) in expected.items():
         config = build_published_config(tokenizer, name)
         assert config.model_type == PUBLISHED[name].family
@@ -56,7 +58,11 @@ def test_the_published_presets_are_the_published_architectures_with_this_tokeniz
         assert text.eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
     vision = build_published_config(tokenizer, "qwen2_5_vl_3b").vision_config
     assert (vision.depth, vision.hidden_size, vision.window_size, list(vision.fullatt_block_indexes)) == (
-        32, 1280, 112, [7, 15, 23, 31])
+        32,
+        1280,
+        112,
+        [7, 15, 23, 31],
+    )
     assert list(build_published_config(tokenizer, "qwen3_vl_4b").vision_config.deepstack_visual_indexes) == [5, 11, 17]
 
 

@@ -20,20 +20,60 @@ def data_args(data_dir: Path) -> list[str]:
 
 
 def heldout_args(data_dir: Path, every: int) -> list[str]:
-    return ["--heldout_data", str(data_dir / "train.jsonl"), "--heldout_images", str(data_dir / "images"),
-            "--heldout_every_steps", str(every), "--heldout_max_new_tokens", "24", "--heldout_max_samples", "8"]
+    return [
+        "--heldout_data",
+        str(data_dir / "train.jsonl"),
+        "--heldout_images",
+        str(data_dir / "images"),
+        "--heldout_every_steps",
+        str(every),
+        "--heldout_max_new_tokens",
+        "24",
+        "--heldout_max_samples",
+        "8",
+    ]
 
 
 def common(out: Path, url: str, steps: int) -> list[str]:
-    return ["--output_dir", str(out), "--max_steps", str(steps), "--logging_steps", "1", "--save_strategy", "no",
-            "--report_to", "none", "--use_cpu", "true", "--seed", "0", "--reward_urls", url]
+    return [
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        str(steps),
+        "--logging_steps",
+        "1",
+        "--save_strategy",
+        "no",
+        "--report_to",
+        "none",
+        "--use_cpu",
+        "true",
+        "--seed",
+        "0",
+        "--reward_urls",
+        url,
+    ]
 
 
 def grpo_args(model: Path, data_dir: Path, out: Path, url: str, steps: int) -> list[str]:
     return [
-        "--model_name_or_path", str(model), *data_args(data_dir), *common(out, url, steps),
-        "--rewards", "format", "ap", "--per_device_train_batch_size", "4", "--num_generations", "2",
-        "--max_completion_length", "24", "--learning_rate", "0.01", "--metrics_port", "0",
+        "--model_name_or_path",
+        str(model),
+        *data_args(data_dir),
+        *common(out, url, steps),
+        "--rewards",
+        "format",
+        "ap",
+        "--per_device_train_batch_size",
+        "4",
+        "--num_generations",
+        "2",
+        "--max_completion_length",
+        "24",
+        "--learning_rate",
+        "0.01",
+        "--metrics_port",
+        "0",
     ]
 
 
@@ -44,15 +84,47 @@ def heldout_rounds(run: Path) -> list[dict]:
 def test_sft_then_grpo_then_evaluation_end_to_end(tiny_model_dir, synthetic_dir, tmp_path):
     sft_dir, grpo_dir, eval_dir = tmp_path / "sft", tmp_path / "grpo", tmp_path / "eval"
     with LocalService.start() as server:
-        assert sft.main([
-            "--model_name_or_path", str(tiny_model_dir), *data_args(synthetic_dir), *common(sft_dir, server.url, 4),
-            "--per_device_train_batch_size", "4", "--learning_rate", "0.01", *heldout_args(synthetic_dir, 2),
-        ]) == 0
-        assert train.main([*grpo_args(sft_dir, synthetic_dir, grpo_dir, server.url, 2),
-                           *heldout_args(synthetic_dir, 1)]) == 0
-        assert evaluate.main(["--model", str(grpo_dir), "--data", str(synthetic_dir / "train.jsonl"),
-                              "--images", str(synthetic_dir / "images"), "--url", server.url,
-                              "--out-dir", str(eval_dir), "--max-samples", "8", "--max-new-tokens", "24"]) == 0
+        assert (
+            sft.main(
+                [
+                    "--model_name_or_path",
+                    str(tiny_model_dir),
+                    *data_args(synthetic_dir),
+                    *common(sft_dir, server.url, 4),
+                    "--per_device_train_batch_size",
+                    "4",
+                    "--learning_rate",
+                    "0.01",
+                    *heldout_args(synthetic_dir, 2),
+                ]
+            )
+            == 0
+        )
+        assert (
+            train.main([*grpo_args(sft_dir, synthetic_dir, grpo_dir, server.url, 2), *heldout_args(synthetic_dir, 1)])
+            == 0
+        )
+        assert (
+            evaluate.main(
+                [
+                    "--model",
+                    str(grpo_dir),
+                    "--data",
+                    str(synthetic_dir / "train.jsonl"),
+                    "--images",
+                    str(synthetic_dir / "images"),
+                    "--url",
+                    server.url,
+                    "--out-dir",
+                    str(eval_dir),
+                    "--max-samples",
+                    "8",
+                    "--max-new-tokens",
+                    "24",
+                ]
+            )
+            == 0
+        )
 
     # SFT learnt (its loss fell) and its checkpoint is what GRPO and evaluation loaded.
     summary = json.loads((sft_dir / "train_summary.json").read_text())
@@ -103,12 +175,15 @@ def test_grpo_flags_image_tokens_where_the_prompt_has_them_in_every_forward_pass
     for ids, flags, _ in calls:
         assert torch.equal(flags == 1, ids == image_token), "image features placed on the wrong tokens"
     # The check means something only if the prompts were padded (different lengths in one batch).
-    assert any((ids[:, 0] != ids[0, 0]).any() or (ids == load_processor(str(tiny_model_dir)).tokenizer.pad_token_id)
-               .any() for ids, _, _ in training)
+    assert any(
+        (ids[:, 0] != ids[0, 0]).any() or (ids == load_processor(str(tiny_model_dir)).tokenizer.pad_token_id).any()
+        for ids, _, _ in training
+    )
 
 
-def test_a_run_that_crashes_still_writes_its_summary_with_the_error(tiny_model_dir, synthetic_dir, tmp_path,
-                                                                    monkeypatch):
+def test_a_run_that_crashes_still_writes_its_summary_with_the_error(
+    tiny_model_dir, synthetic_dir, tmp_path, monkeypatch
+):
     from trl import GRPOTrainer
 
     def crash(self, *args, **kwargs):
@@ -129,8 +204,17 @@ def test_training_and_evaluation_resize_images_with_the_bounds_saved_with_the_mo
     from trainer.tiny_model import build
 
     model = build(tmp_path / "model", min_pixels=28 * 28 * 2, max_pixels=28 * 28 * 9)
-    od, _, model_args = train.parse_arguments(["--model_name_or_path", str(model), *data_args(synthetic_dir),
-                                               "--output_dir", str(tmp_path / "run"), "--use_cpu", "true"])
+    od, _, model_args = train.parse_arguments(
+        [
+            "--model_name_or_path",
+            str(model),
+            *data_args(synthetic_dir),
+            "--output_dir",
+            str(tmp_path / "run"),
+            "--use_cpu",
+            "true",
+        ]
+    )
     assert (od.min_pixels, od.max_pixels) == (None, None)
     assert model_args.attn_implementation == train.DEFAULT_ATTENTION
     trained = load_processor(str(model), od.min_pixels, od.max_pixels, padding_side="left")
@@ -139,7 +223,9 @@ def test_training_and_evaluation_resize_images_with_the_bounds_saved_with_the_mo
     evaluated = load_processor(str(tmp_path / "run"))
     for processor in (trained, evaluated):
         assert (processor.image_processor.size["shortest_edge"], processor.image_processor.size["longest_edge"]) == (
-            28 * 28 * 2, 28 * 28 * 9)
+            28 * 28 * 2,
+            28 * 28 * 9,
+        )
 
 
 @pytest.fixture(autouse=True)

@@ -22,23 +22,40 @@ REWARDS = ["format", "od_length", "weighted_sum", "cosine"]
 
 def train_args(model_dir, data_dir, out, url, steps, *extra):
     return [
-        "--model_name_or_path", str(model_dir),
-        "--data_files", str(Path(data_dir) / "train.jsonl"),
-        "--image_folders", str(Path(data_dir) / "images"),
-        "--reward_urls", url,
-        "--rewards", *REWARDS,
-        "--output_dir", str(out),
-        "--max_steps", str(steps),
-        "--per_device_train_batch_size", "4",
-        "--num_generations", "2",
-        "--max_completion_length", "24",
-        "--learning_rate", "0.01",
-        "--logging_steps", "1",
-        "--save_strategy", "no",
-        "--report_to", "none",
-        "--use_cpu", "true",
-        "--seed", "0",
-        "--metrics_port", "0",
+        "--model_name_or_path",
+        str(model_dir),
+        "--data_files",
+        str(Path(data_dir) / "train.jsonl"),
+        "--image_folders",
+        str(Path(data_dir) / "images"),
+        "--reward_urls",
+        url,
+        "--rewards",
+        *REWARDS,
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        str(steps),
+        "--per_device_train_batch_size",
+        "4",
+        "--num_generations",
+        "2",
+        "--max_completion_length",
+        "24",
+        "--learning_rate",
+        "0.01",
+        "--logging_steps",
+        "1",
+        "--save_strategy",
+        "no",
+        "--report_to",
+        "none",
+        "--use_cpu",
+        "true",
+        "--seed",
+        "0",
+        "--metrics_port",
+        "0",
         *extra,
     ]
 
@@ -115,7 +132,11 @@ def start_trainer(model_dir, data_dir, out, url, steps, *extra) -> subprocess.Po
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     return subprocess.Popen(
         [sys.executable, "-m", "trainer.train", *train_args(model_dir, data_dir, out, url, steps, *extra)],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -140,8 +161,19 @@ def test_training_survives_a_service_restart_within_the_retry_budget(tiny_model_
     out = tmp_path / "run"
     free = free_port()
     first = LocalService.start(port=free)
-    trainer = start_trainer(tiny_model_dir, synthetic_dir, out, first.url, 5,
-                            "--reward_max_retries", "100", "--reward_backoff_base", "0.2", "--reward_backoff_max", "1")
+    trainer = start_trainer(
+        tiny_model_dir,
+        synthetic_dir,
+        out,
+        first.url,
+        5,
+        "--reward_max_retries",
+        "100",
+        "--reward_backoff_base",
+        "0.2",
+        "--reward_backoff_max",
+        "1",
+    )
     second = None
     try:
         served_before = kill_after_first_scores(first, trainer)
@@ -167,8 +199,19 @@ def test_training_survives_a_service_restart_within_the_retry_budget(tiny_model_
 def test_training_stops_with_a_clear_error_beyond_the_retry_budget(tiny_model_dir, synthetic_dir, tmp_path):
     out = tmp_path / "run"
     server = LocalService.start()
-    trainer = start_trainer(tiny_model_dir, synthetic_dir, out, server.url, 50,
-                            "--reward_max_retries", "2", "--reward_backoff_base", "0.05", "--reward_backoff_max", "0.1")
+    trainer = start_trainer(
+        tiny_model_dir,
+        synthetic_dir,
+        out,
+        server.url,
+        50,
+        "--reward_max_retries",
+        "2",
+        "--reward_backoff_base",
+        "0.05",
+        "--reward_backoff_max",
+        "0.1",
+    )
     try:
         served = kill_after_first_scores(server, trainer)
         output, _ = trainer.communicate(timeout=120)
