@@ -10,6 +10,7 @@ import json
 import pytest
 
 from services.reward_api.local import LocalService
+from tests.trainer.cli import CPU_RUN
 from trainer import data, evaluate, prompts, sft, train
 from trainer.model import load_processor
 from trainer.tiny_model import build
@@ -50,16 +51,7 @@ def test_tiny_qwen3_vl_trains_and_evaluates_end_to_end(qwen3_dir, synthetic_dir,
         str(synthetic_dir / "train.jsonl"),
         "--image_folders",
         str(synthetic_dir / "images"),
-        "--logging_steps",
-        "1",
-        "--save_strategy",
-        "no",
-        "--report_to",
-        "none",
-        "--use_cpu",
-        "true",
-        "--seed",
-        "0",
+        *CPU_RUN,
         "--per_device_train_batch_size",
         "4",
         "--learning_rate",

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from services.reward_api.local import LocalService
+from tests.trainer.cli import CPU_RUN
 from trainer import evaluate, sft, train
 from trainer.model import load_processor
 
@@ -40,16 +41,7 @@ def common(out: Path, url: str, steps: int) -> list[str]:
         str(out),
         "--max_steps",
         str(steps),
-        "--logging_steps",
-        "1",
-        "--save_strategy",
-        "no",
-        "--report_to",
-        "none",
-        "--use_cpu",
-        "true",
-        "--seed",
-        "0",
+        *CPU_RUN,
         "--reward_urls",
         url,
     ]

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from services.reward_api.local import REPO_ROOT, LocalService, free_port
+from tests.trainer.cli import CPU_RUN
 from trainer import train
 
 REWARDS = ["format", "od_length", "weighted_sum", "cosine"]
@@ -44,16 +45,7 @@ def train_args(model_dir, data_dir, out, url, steps, *extra):
         "24",
         "--learning_rate",
         "0.01",
-        "--logging_steps",
-        "1",
-        "--save_strategy",
-        "no",
-        "--report_to",
-        "none",
-        "--use_cpu",
-        "true",
-        "--seed",
-        "0",
+        *CPU_RUN,
         "--metrics_port",
         "0",
         *extra,
