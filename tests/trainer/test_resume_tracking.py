@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from services.reward_api.local import LocalService
+from tests.trainer.cli import TINY_GRPO
 from trainer import plots, sft, train
 from trainer.errors import EXIT_SERVICE_AT_START, EXIT_USAGE
 
@@ -38,15 +39,8 @@ def grpo(model: Path, data_dir: Path, out: Path, url: str, steps: int, *extra: s
         "2",
         "--logging_steps",
         "1",
-        "--per_device_train_batch_size",
-        "4",
-        "--num_generations",
-        "2",
-        "--max_completion_length",
-        "24",
+        *TINY_GRPO,
         # constant: a linear schedule depends on max_steps, which the resumed run changes
-        "--learning_rate",
-        "0.01",
         "--lr_scheduler_type",
         "constant",
         "--report_to",

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from services.reward_api.local import LocalService
-from tests.trainer.cli import CPU_RUN
+from tests.trainer.cli import CPU_RUN, TINY_GRPO
 from trainer import evaluate, sft, train
 from trainer.model import load_processor
 
@@ -56,14 +56,7 @@ def grpo_args(model: Path, data_dir: Path, out: Path, url: str, steps: int) -> l
         "--rewards",
         "format",
         "ap",
-        "--per_device_train_batch_size",
-        "4",
-        "--num_generations",
-        "2",
-        "--max_completion_length",
-        "24",
-        "--learning_rate",
-        "0.01",
+        *TINY_GRPO,
         "--metrics_port",
         "0",
     ]

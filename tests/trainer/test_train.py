@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from services.reward_api.local import REPO_ROOT, LocalService, free_port
-from tests.trainer.cli import CPU_RUN
+from tests.trainer.cli import CPU_RUN, TINY_GRPO
 from trainer import train
 
 REWARDS = ["format", "od_length", "weighted_sum", "cosine"]
@@ -37,14 +37,7 @@ def train_args(model_dir, data_dir, out, url, steps, *extra):
         str(out),
         "--max_steps",
         str(steps),
-        "--per_device_train_batch_size",
-        "4",
-        "--num_generations",
-        "2",
-        "--max_completion_length",
-        "24",
-        "--learning_rate",
-        "0.01",
+        *TINY_GRPO,
         *CPU_RUN,
         "--metrics_port",
         "0",
