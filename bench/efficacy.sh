@@ -50,6 +50,8 @@ EVAL_EVERY_SFT=${EVAL_EVERY_SFT:-250}
 ARMS=${ARMS:-"ap od_length wsum_cosine control"}
 BOOTSTRAP=${BOOTSTRAP:-400}
 REPORT_TO=${REPORT_TO:-none}      # tensorboard where it is installed
+REPORT=${REPORT:-1}                 # 0: skip step 4 here (run bench.efficacy_report later, e.g. on a CPU,
+                                    # from runs.tar.gz: it needs only the held-out answers and a service)
 if [ -n "${SMOKE:-}" ]; then  # the whole pipeline in a few minutes, to check it runs (no claim)
   SFT_SECONDS=20 SFT_STEPS=8 SFT_BATCH=8 ARM_SECONDS=15 GRPO_BATCH=8 GENERATIONS=4 TRAIN_N=64 HELDOUT_N=16
   COMPLETION=48 EVAL_EVERY_GRPO=2 EVAL_EVERY_SFT=4 BOOTSTRAP=50 SEEDS=${SEEDS:-0}
@@ -141,8 +143,10 @@ if [ $status -eq 0 ] && [ "$PHASE" != sft ]; then
 fi
 
 [ "$PHASE" = sft ] && ARMS=""  # the report of the SFT start alone
-"$PY" -m bench.efficacy_report "$RUNS" --url "$URL" --out "$OUT" --seeds $SEEDS --arms $ARMS \
-  --bootstrap "$BOOTSTRAP" || status=1
+if [ "$REPORT" != 0 ]; then
+  "$PY" -m bench.efficacy_report "$RUNS" --url "$URL" --out "$OUT" --seeds $SEEDS --arms $ARMS \
+    --bootstrap "$BOOTSTRAP" || status=1
+fi
 echo "total $(( $(date +%s) - STARTED )) s"
 # Logs and summaries (no weights, no images) travel back as one archive.
 tar -czf "$OUT/runs.tar.gz" -C "$RUNS" --exclude='*.safetensors' --exclude='*.png' --exclude='*.pt' \
