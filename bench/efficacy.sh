@@ -5,7 +5,7 @@
 #
 # For each seed (SEEDS, default "0 1"), all on one GPU at once (a 24M-parameter model leaves the
 # GPU mostly idle, so the runs share it):
-#   1. the 'small' preset of FAMILY (default Qwen3-VL: trainer.tiny_model --preset small) and synthetic shapes:
+#   1. the 'small' preset of FAMILY (default Qwen2.5-VL: trainer.tiny_model --preset small) and synthetic shapes:
 #      a training set and a held-out set drawn from different seeds;
 #   2. SFT from scratch (trainer.sft) for SFT_SECONDS, evaluated on the held-out set;
 #   3. from that same SFT checkpoint, four arms for ARM_SECONDS each, side by side:
@@ -31,15 +31,13 @@ DEVICE=${DEVICE:-cuda}
 PORT=${PORT:-18790}
 WORKERS=${WORKERS:-4}
 PHASE=${PHASE:-all}                 # all, sft (data and SFT) or arms (from the SFT checkpoints in $RUNS)
-FAMILY=${FAMILY:-qwen3_vl}          # the small model's family. Not qwen2_5_vl: its small miniature has
-                                    # no usable x position (contiguous M-RoPE gives width the lowest
-                                    # frequencies, and its vision tower has no absolute position), so
-                                    # SFT never localised (held-out x-centre correlation 0.10, y 0.49)
+FAMILY=${FAMILY:-qwen2_5_vl}        # the small model's family (qwen2_5_vl, as the research, or qwen3_vl)
 SFT_SECONDS=${SFT_SECONDS:-450}     # SFT budget per seed (PHASE=sft then fits one 10-minute call)
 SFT_STEPS=${SFT_STEPS:-1250}       # the SFT schedule's length (cosine to 0); SFT_SECONDS stops it earlier
                                     # (two seeds at once made 2.78 steps/s each on an H200 at batch 256,
                                     # before float32 master weights: check the schedule ran out in sft.log)
 SFT_LR=${SFT_LR:-1e-3}
+VISION_LR=${VISION_LR:-}            # SFT's --vision_learning_rate (empty: SFT_LR); see README "Does GRPO teach"
 SFT_BATCH=${SFT_BATCH:-256}
 ARM_SECONDS=${ARM_SECONDS:-300}     # each arm's budget, the control's too
 GRPO_LR=${GRPO_LR:-1e-5}
@@ -102,7 +100,11 @@ prepare_and_sft() {
     --output_dir "$dir/sft" --max_steps "$SFT_STEPS" --max_seconds "$SFT_SECONDS" \
     --per_device_train_batch_size "$SFT_BATCH" --learning_rate "$SFT_LR" --lr_scheduler_type cosine \
     --warmup_steps 0.05 --weight_decay 0.01 --dataloader_num_workers 5 --heldout_every_steps "$EVAL_EVERY_SFT" \
-    > "$dir/sft.log" 2>&1
+    ${VISION_LR:+--vision_learning_rate "$VISION_LR"} > "$dir/sft.log" 2>&1 || return 1
+  # Does the SFT model look at its images at all? (travels back in runs.tar.gz)
+  "$PY" -m bench.vision_probe "$dir/sft" --data "$dir/heldout/train.jsonl" --images "$dir/heldout/images" \
+    --device "$DEVICE" --out "$dir/sft/vision_probe.json" > "$dir/vision_probe.log" 2>&1 \
+    || echo "seed $seed: the vision probe failed (see $dir/vision_probe.log)"
 }
 
 arm() {  # ARMS entries: a name below, optionally @LR to override its learning rate (e.g. ap@1e-4)
@@ -135,6 +137,11 @@ if [ "$PHASE" != arms ]; then
   for seed in $SEEDS; do prepare_and_sft "$seed" & pids+=($!); done
   for pid in "${pids[@]}"; do wait "$pid" || status=1; done
   echo "SFT done after $(( $(date +%s) - STARTED )) s (status $status)"
+  for seed in $SEEDS; do
+    if [ -f "$RUNS/seed$seed/sft/vision_probe.json" ]; then
+      echo "seed $seed vision probe: $(tr -d ' \n' < "$RUNS/seed$seed/sft/vision_probe.json")"
+    fi
+  done
   if [ $status -ne 0 ]; then tail -n 30 "$RUNS"/seed*/sft.log "$RUNS"/seed*/prepare.log >&2; fi
 fi
 

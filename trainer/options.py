@@ -73,6 +73,21 @@ class ServiceArguments:
 
 
 @dataclass
+class VisionArguments:
+    """How the vision tower (and its merger) trains."""
+
+    freeze_vision_modules: bool = field(default=False, metadata={"help": "Train the language model only."})
+    vision_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Peak learning rate of the vision tower and its merger (default: --learning_rate); the "
+            "schedule scales it as it scales the rest. A model trained from scratch at a high rate needs a "
+            "lower one here (README 'Does GRPO teach the detector?')."
+        },
+    )
+
+
+@dataclass
 class HeldOutArguments:
     """Held-out evaluation during training, and a wall-clock budget."""
 

@@ -28,7 +28,7 @@ from trainer.errors import (
     quiet_logs,
     run_command,
 )
-from trainer.options import DataArguments, HeldOutArguments, ServiceArguments
+from trainer.options import DataArguments, HeldOutArguments, ServiceArguments, VisionArguments
 
 offline_by_default()  # before transformers is imported: a missing model folder fails at once
 
@@ -36,7 +36,7 @@ logger = logging.getLogger("trainer.sft")
 
 
 @dataclass
-class SFTArguments(DataArguments, ServiceArguments, HeldOutArguments):
+class SFTArguments(DataArguments, ServiceArguments, HeldOutArguments, VisionArguments):
     """This project's SFT arguments (the rest are TRL's SFTConfig and ModelConfig)."""
 
     thinking: str = field(
@@ -63,7 +63,7 @@ def build_trainer(
     from trl import SFTTrainer
 
     from trainer.attention import rope_positions_in_collator
-    from trainer.model import load_model, master_weights_dtype
+    from trainer.model import freeze_vision, load_model, master_weights_dtype, train_vision_at
     from trainer.train import coordinates_of, full_weights, load_training_data
 
     examples, _ = load_training_data(options, processor, coordinates_of(model_args.model_name_or_path))
@@ -72,10 +72,13 @@ def build_trainer(
     # SFT here trains every weight
     dtype = master_weights_dtype(model_args.dtype, args, full_fine_tuning=True, model_path=str(source))
     model = load_model(str(source), dtype, model_args.attn_implementation)
+    if options.freeze_vision_modules:
+        logger.info("vision tower frozen (%d parameters)", freeze_vision(model))
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=dataset, processing_class=processor, callbacks=list(callbacks)
     )
     rope_positions_in_collator(trainer)  # in the data loader's workers, not in the training step
+    train_vision_at(trainer, options.vision_learning_rate)
     return trainer
 
 

@@ -39,7 +39,7 @@ from trainer.errors import (
     quiet_logs,
     run_command,
 )
-from trainer.options import DataArguments, HeldOutArguments, ServiceArguments
+from trainer.options import DataArguments, HeldOutArguments, ServiceArguments, VisionArguments
 
 offline_by_default()  # before transformers is imported: a missing model folder fails at once
 
@@ -52,7 +52,7 @@ LAST_CHECKPOINT = ("last", "latest", "true")  # --resume_from_checkpoint values 
 
 
 @dataclass
-class ODArguments(DataArguments, ServiceArguments, HeldOutArguments):
+class ODArguments(DataArguments, ServiceArguments, HeldOutArguments, VisionArguments):
     """This project's GRPO arguments (the rest are TRL's GRPOConfig and ModelConfig)."""
 
     rewards: list[str] = field(
@@ -69,7 +69,6 @@ class ODArguments(DataArguments, ServiceArguments, HeldOutArguments):
         default=None,
         metadata={"help": 'Reward parameters as JSON, e.g. \'{"weighted_sum": {"alpha": 0.7, "gamma": 0.3}}\'.'},
     )
-    freeze_vision_modules: bool = field(default=False, metadata={"help": "Train the language model only."})
     metrics_port: int | None = field(
         default=None,
         metadata={"help": "Prometheus port of the trainer (env TRAINER_METRICS_PORT, default 9400); 0 disables."},
@@ -454,7 +453,14 @@ def _main(argv: Sequence[str] | None) -> int:
     from trl import GRPOTrainer
 
     from trainer.callbacks import CheckpointRecord, NonFiniteGuard, TimeLimit
-    from trainer.model import load_processor, loaded_dtype, model_type, prepare_reference_model, save_processor
+    from trainer.model import (
+        load_processor,
+        loaded_dtype,
+        model_type,
+        prepare_reference_model,
+        save_processor,
+        train_vision_at,
+    )
     from trainer.options import heldout_callback
     from trainer.telemetry import (
         Telemetry,
@@ -530,6 +536,7 @@ def _main(argv: Sequence[str] | None) -> int:
         callbacks=callbacks,
     )
     prepare_reference_model(trainer, loaded_dtype(model_args.dtype, model_args.model_name_or_path))
+    train_vision_at(trainer, od.vision_learning_rate)
     if heldout is not None:
         heldout.trainer = trainer
     if not timed_generation(trainer, telemetry):
