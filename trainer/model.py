@@ -256,13 +256,16 @@ def train_vision_at(trainer: Any, learning_rate: float | None) -> bool:
 
     Why: trained from scratch at a rate that suits the language model (1e-3 for the small preset),
     AdamW grows the merger's output into one large vector shared by every image token (its norm
-    went from 5 to 320 in 100 steps, the part that differs between tokens stayed about 1.5, on this
-    CPU): after the language model's RMSNorm every image looks the same, and the model learns to
-    answer blind. A lower rate for the vision side alone keeps the image content visible.
+    went from about 5 to 316 in 100 steps while the part that differs between tokens stayed near
+    2, on this CPU): after the language model's RMSNorm the images differ less and less. A lower
+    rate for the vision side alone keeps them apart.
 
     Trainer's own optimizer is built as usual, with its weight-decay groups; the vision parameters
     then move into groups of their own at ``learning_rate``. The scheduler, built afterwards, scales
-    every group's rate by the same factor, and a resumed optimizer's saved groups match these.
+    every group's rate by the same factor. Resuming restores the optimizer's saved groups, so a run
+    resumes with the vision rate it started with. A run whose optimizer holds no vision parameter
+    (a frozen or LoRA-only tower, FSDP's flattened parameters) or is DeepSpeed's own stops with a
+    `trainer.errors.UserError` instead of training at one rate unnoticed.
 
     >>> import torch
     >>> class Tiny(torch.nn.Module):
@@ -279,24 +282,46 @@ def train_vision_at(trainer: Any, learning_rate: float | None) -> bool:
     >>> sorted((group["lr"], len(group["params"])) for group in trainer.create_optimizer().param_groups)
     [(0.0001, 2), (0.001, 2)]
     """
+    import math
+
+    from trainer.errors import UserError
+
     if learning_rate is None:
         return False
+    if not (math.isfinite(learning_rate) and learning_rate >= 0):
+        raise UserError(f"--vision_learning_rate {learning_rate}: give a finite rate of 0 or more")
     model = getattr(trainer.model, "module", trainer.model)
     vision = {id(p) for module in vision_modules(model) for p in module.parameters()}
     if not vision:
-        raise ValueError(f"{type(model).__name__} has no 'visual' module for --vision_learning_rate")
+        raise UserError(f"--vision_learning_rate: {type(model).__name__} has no 'visual' module; leave the option out")
     build = trainer.create_optimizer
 
     def create_optimizer(*args: Any, **kwargs: Any) -> Any:
         optimizer = build(*args, **kwargs)
-        for group in list(optimizer.param_groups):
+        groups = getattr(optimizer, "param_groups", None)
+        if groups is None:  # accelerate's placeholder for an optimizer a DeepSpeed config defines
+            raise UserError(
+                "--vision_learning_rate: the DeepSpeed config defines the optimizer, which this option cannot "
+                "split; remove its 'optimizer' section (Trainer then builds AdamW) or leave the option out"
+            )
+        if getattr(optimizer, "vision_groups_split", False):  # Trainer asks again after DeepSpeed's set-up
+            return optimizer
+        moved = 0
+        for group in list(groups):
             own = [p for p in group["params"] if id(p) in vision]
             if not own:
                 continue
+            moved += len(own)
             group["params"] = [p for p in group["params"] if id(p) not in vision]
             settings = {key: value for key, value in group.items() if key not in ("params", "initial_lr")}
             optimizer.add_param_group({**settings, "params": own, "lr": learning_rate})
-        optimizer.param_groups[:] = [group for group in optimizer.param_groups if group["params"]]
+        if not moved:
+            raise UserError(
+                "--vision_learning_rate: no vision parameter is trained (a frozen vision tower, LoRA adapters on "
+                "the language model only, or FSDP's flattened parameters); leave the option out"
+            )
+        groups[:] = [group for group in groups if group["params"]]
+        optimizer.vision_groups_split = True
         return optimizer
 
     trainer.create_optimizer = create_optimizer

@@ -82,9 +82,15 @@ class VisionArguments:
         metadata={
             "help": "Peak learning rate of the vision tower and its merger (default: --learning_rate); the "
             "schedule scales it as it scales the rest. A model trained from scratch at a high rate needs a "
-            "lower one here (README 'Does GRPO teach the detector?')."
+            "lower one here (README 'Does GRPO teach the detector?'). A resumed run keeps the rate it started with."
         },
     )
+
+    def __post_init__(self) -> None:
+        from trainer.errors import UserError
+
+        if self.freeze_vision_modules and self.vision_learning_rate is not None:
+            raise UserError("--freeze_vision_modules and --vision_learning_rate: a frozen tower has no rate; give one")
 
 
 @dataclass

@@ -71,3 +71,74 @@ def test_without_the_option_the_vision_tower_trains_too(tiny_model_dir, syntheti
     )  # fmt: skip
     assert status == 0
     assert changed(tiny_model_dir, out) == (True, True)
+
+
+class TwoPartModel(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.visual, self.head = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+
+
+class PlainTrainer:
+    """What `train_vision_at` uses of Trainer: ``model`` and ``create_optimizer``."""
+
+    def __init__(self, model):
+        self.model, self.optimizer = model, None
+
+    def create_optimizer(self):
+        if self.optimizer is None:  # as Trainer: built once, returned again afterwards
+            trainable = [p for p in self.model.parameters() if p.requires_grad]
+            self.optimizer = torch.optim.AdamW(trainable, lr=1e-3, weight_decay=0.1)
+        return self.optimizer
+
+
+def test_the_vision_groups_keep_weight_decay_and_follow_the_schedule():
+    from trainer.model import train_vision_at
+
+    trainer = PlainTrainer(TwoPartModel())
+    train_vision_at(trainer, 1e-4)
+    optimizer = trainer.create_optimizer()
+    assert trainer.create_optimizer() is optimizer and len(optimizer.param_groups) == 2  # asked twice, split once
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5**step)
+    optimizer.step()
+    schedule.step()
+    rates = sorted((group["lr"], group["weight_decay"]) for group in optimizer.param_groups)
+    assert rates == [(5e-5, 0.1), (5e-4, 0.1)]
+
+
+@pytest.mark.parametrize("rate", [-1e-4, float("nan"), float("inf")])
+def test_a_rate_that_is_not_a_rate_is_refused(rate):
+    from trainer.errors import UserError
+    from trainer.model import train_vision_at
+
+    with pytest.raises(UserError, match="finite rate of 0 or more"):
+        train_vision_at(PlainTrainer(TwoPartModel()), rate)
+
+
+def test_an_optimizer_without_the_vision_tower_is_refused_not_trained_at_one_rate():
+    """A frozen tower, or LoRA adapters on the language model only: the option would do nothing."""
+    from trainer.errors import UserError
+    from trainer.model import train_vision_at
+
+    model = TwoPartModel()
+    model.visual.requires_grad_(False)
+    trainer = PlainTrainer(model)
+    train_vision_at(trainer, 1e-4)
+    with pytest.raises(UserError, match="no vision parameter is trained"):
+        trainer.create_optimizer()
+
+
+def test_freezing_the_tower_and_giving_it_a_rate_is_a_usage_error(tiny_model_dir, synthetic_dir, tmp_path, capsys):
+    from trainer import sft
+    from trainer.errors import EXIT_USAGE
+
+    status = sft.main(
+        [
+            "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(tmp_path / "out"),
+            "--data_files", str(synthetic_dir / "train.jsonl"), "--image_folders", str(synthetic_dir / "images"),
+            "--freeze_vision_modules", "true", "--vision_learning_rate", "1e-4", *CPU_RUN,
+        ]
+    )  # fmt: skip
+    assert status == EXIT_USAGE
+    error = capsys.readouterr().err
+    assert "a frozen tower has no rate" in error and "Traceback" not in error
