@@ -126,7 +126,7 @@ arm() {  # ARMS entries: a name below, optionally @LR to override its learning r
                --output_dir "$dir/$name" --max_steps 100000 --max_seconds "$ARM_SECONDS" \
                --per_device_train_batch_size "$SFT_BATCH" --learning_rate "$control_lr" \
                --lr_scheduler_type constant --weight_decay 0.01 --dataloader_num_workers 2 \
-               --heldout_every_steps "$EVAL_EVERY_SFT" ;;
+               --heldout_every_steps "$EVAL_EVERY_SFT" ${VISION_LR:+--vision_learning_rate "$VISION_LR"} ;;
     *) echo "unknown arm $name" >&2; return 2 ;;
   esac > "$dir/$name.log" 2>&1
 }

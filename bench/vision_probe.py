@@ -122,12 +122,18 @@ def probe(model_dir: str, data: str, images: str, samples: int, device: str) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from trainer.errors import run_command
+
+    return run_command(_main, argv)  # a user's mistake: one line and its exit code, no traceback
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.vision_probe", description=__doc__.split("\n\n")[0])
     parser.add_argument("model_dir", help="a model folder (trainer.sft output, trainer.tiny_model, a checkpoint)")
     parser.add_argument("--data", required=True, help="VLM-R1 JSONL (e.g. the held-out set)")
     parser.add_argument("--images", required=True, help="its image folder")
     parser.add_argument("--samples", type=int, default=64, help="the first N lines (default 64)")
-    parser.add_argument("--device", default="cuda", help="cuda (default) or cpu")
+    parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"), help="cuda (default) or cpu")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args(argv)
     result = probe(args.model_dir, args.data, args.images, args.samples, args.device)

@@ -53,13 +53,6 @@ def service() -> LocalService:
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory):
-    from trainer.tiny_model import build
-
-    return build(tmp_path_factory.mktemp("tiny_model"))
-
-
-@pytest.fixture(scope="session")
 def processor(tiny_model_dir):
     from trainer.model import load_processor
 
