@@ -91,11 +91,16 @@ def feature_content_ratio(trainer: Any, examples: Sequence[Any], template: str) 
 
 
 def probe(model_dir: str, data: str, images: str, samples: int, device: str) -> dict[str, Any]:
+    import torch
+
     from trainer.data import read_vlm_r1
+    from trainer.errors import UserError
     from trainer.model import load_processor
     from trainer.sft import build_trainer, parse_arguments
     from trainer.train import coordinates_of
 
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: this machine has no CUDA device; give --device cpu")
     with tempfile.TemporaryDirectory() as scratch:
         argv = ["--model_name_or_path", model_dir, "--data_files", data, "--image_folders", images,
                 "--output_dir", scratch, "--report_to", "none", "--max_samples", str(samples)]  # fmt: skip
