@@ -5,6 +5,7 @@ from __future__ import annotations
 import doctest
 import json
 
+import pytest
 import torch
 
 from bench import vision_probe
@@ -51,3 +52,11 @@ def test_a_model_whose_images_all_look_alike_has_no_reliance(tiny_model_dir, syn
     # not exactly 0: another image of another size moves the answer's positions by a few tokens
     assert abs(result["image_reliance"]) < 1e-4
     assert result["feature_content_ratio"] < 1e-5
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the machine has a GPU: --device cuda is valid here")
+def test_asking_for_a_gpu_on_a_machine_without_one_is_one_clear_line(tiny_model_dir, synthetic_dir, capsys):
+    data = ["--data", str(synthetic_dir / "train.jsonl"), "--images", str(synthetic_dir / "images")]
+    assert vision_probe.main([str(tiny_model_dir), *data]) == 2
+    error = capsys.readouterr().err
+    assert "no CUDA device; give --device cpu" in error and "Traceback" not in error
