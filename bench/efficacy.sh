@@ -33,9 +33,9 @@ WORKERS=${WORKERS:-4}
 PHASE=${PHASE:-all}                 # all, sft (data and SFT) or arms (from the SFT checkpoints in $RUNS)
 FAMILY=${FAMILY:-qwen2_5_vl}        # the small model's family (qwen2_5_vl, as the research, or qwen3_vl)
 SFT_SECONDS=${SFT_SECONDS:-450}     # SFT budget per seed (PHASE=sft then fits one 10-minute call)
-SFT_STEPS=${SFT_STEPS:-1250}       # the SFT schedule's length (cosine to 0); SFT_SECONDS stops it earlier
-                                    # (two seeds at once made 2.78 steps/s each on an H200 at batch 256,
-                                    # before float32 master weights: check the schedule ran out in sft.log)
+SFT_STEPS=${SFT_STEPS:-1000}       # the SFT schedule's length (cosine to 0); SFT_SECONDS stops it earlier
+                                    # (two seeds at once made 2.24 training steps/s each on an H200 at batch
+                                    # 256 with float32 master weights, try 4: 1,000 steps fit 450 s)
 SFT_LR=${SFT_LR:-1e-3}
 VISION_LR=${VISION_LR:-}            # SFT's --vision_learning_rate (empty: SFT_LR); see README "Does GRPO teach"
 SFT_BATCH=${SFT_BATCH:-256}
