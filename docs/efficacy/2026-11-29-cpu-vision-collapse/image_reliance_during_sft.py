@@ -3,8 +3,8 @@ from transformers import TrainerCallback
 from trainer.sft import parse_arguments, build_trainer, build_sft_dataset
 from trainer.model import load_processor
 lm_lr=float(sys.argv[1]); vis_lr=float(sys.argv[2]); steps=sys.argv[3]; tag=sys.argv[4]
-argv=["--model_name_or_path","/tmp/dg/init","--data_files","/tmp/dg/data2k/train.jsonl","--image_folders","/tmp/dg/data2k/images",
-      "--output_dir","/tmp/dg/out6","--per_device_train_batch_size","8","--use_cpu","true","--report_to","none",
+argv=["--model_name_or_path","/tmp/dg/init","--data_files","/tmp/dg/data8k/train.jsonl","--image_folders","/tmp/dg/data8k/images",
+      "--output_dir","/tmp/dg/out6"+tag,"--per_device_train_batch_size","8","--use_cpu","true","--report_to","none",
       "--max_steps",steps,"--learning_rate",str(lm_lr),"--lr_scheduler_type","constant","--warmup_steps","10","--logging_steps","1000","--save_strategy","no",
       "--weight_decay","0.01","--dataloader_num_workers","0"]
 options,args,model_args=parse_arguments(argv)
@@ -32,7 +32,7 @@ tr.optimizer=torch.optim.AdamW(groups, weight_decay=0.01)
 log=open(f"/tmp/dg/diag6-{tag}.log","w")
 class Diag(TrainerCallback):
     def on_step_end(self, a, state, control, model=None, **kw):
-        if state.global_step%40: return
+        if state.global_step%100: return
         m=model; m.eval()
         with torch.no_grad():
             real=m(**batch).loss.item()
