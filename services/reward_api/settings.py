@@ -96,7 +96,8 @@ class Settings(BaseSettings):
         10,
         ge=1,
         le=3600,
-        description="seconds to receive a whole request body; a body not fully received by then gets 408",
+        description="seconds to receive a whole request body (time spent waiting for room in the byte "
+        "budget not counted); a body not fully received by then gets 408",
     )
     max_queued_bytes: int = Field(
         256 * 1024 * 1024,

@@ -82,7 +82,7 @@ from services.reward_api.routers.deps import Budget, Overloaded  # noqa: E402
 
 def test_budget_grants_in_arrival_order_and_times_out_with_its_name():
     async def scenario():
-        budget = Budget("samples (X)", capacity=10, wait_seconds=0.2)
+        budget = Budget("samples (X)", capacity=10, wait_seconds=30)
         order = []
         first = await budget.take(8)
 
@@ -93,11 +93,13 @@ def test_budget_grants_in_arrival_order_and_times_out_with_its_name():
         big = asyncio.ensure_future(waiter("big", 9))  # waits for room
         await asyncio.sleep(0)
         small = asyncio.ensure_future(waiter("small", 1))  # would fit now, but arrived later: waits its turn
-        await asyncio.sleep(0.05)
+        for _ in range(5):
+            await asyncio.sleep(0)
         assert order == [] and budget.used == 8
         budget.give(first)
         await asyncio.gather(big, small)
         assert order == ["big", "small"] and budget.used == 10
+        budget.wait_seconds = 0.05
         with pytest.raises(Overloaded) as refused:
             await budget.take(1)
         assert refused.value.what == "samples (X)" and budget.used == 10
@@ -136,3 +138,51 @@ def test_the_byte_budget_must_hold_one_whole_body():
     with pytest.raises(SettingsError, match="MAX_QUEUED_BYTES .* must be at least REWARD_API_MAX_BODY_BYTES"):
         Settings.from_env(max_body_bytes=2048, max_queued_bytes=1024)
     assert Settings().max_queued_bytes >= Settings().max_body_bytes
+
+
+# ---------------------------------------------------------------- the body's clock (no server)
+
+from types import SimpleNamespace  # noqa: E402
+
+from services.reward_api.routers.deps import BatchRunner, BodyTimeout, received_body  # noqa: E402
+
+
+class Upload:
+    """A request whose body arrives in ``parts`` of (seconds before it, bytes)."""
+
+    def __init__(self, body_read_seconds: int, parts: list[tuple[float, bytes]]) -> None:
+        self.app = SimpleNamespace(state=SimpleNamespace(settings=SimpleNamespace(body_read_seconds=body_read_seconds)))
+        self.parts = parts
+
+    async def stream(self):
+        for seconds, data in self.parts:
+            await asyncio.sleep(seconds)
+            yield data
+
+
+def read_while_the_budget_is_full_for(seconds: float, upload: Upload) -> bytes:
+    async def scenario():
+        runner = BatchRunner(max_queued_bytes=10, max_queued_samples=10, queue_wait_seconds=30)
+        other = await runner.bytes.take(10)  # another request's body fills the budget
+        asyncio.get_running_loop().call_later(seconds, runner.bytes.give, other)
+        async with received_body(upload, runner) as body:
+            pass
+        assert runner.bytes.used == 0  # its bytes are given back once answered
+        return body
+
+    return asyncio.run(scenario())
+
+
+def test_waiting_for_room_in_the_budget_does_not_count_against_the_body_deadline():
+    # 1.5 s with no room against a 1 s deadline: with the wait counted this would be a 408, which
+    # blames the sender for the service's queue (the wait has its own bound and answer, a 503).
+    upload = Upload(1, [(0.0, b'{"a": '), (0.1, b"1}")])
+    assert read_while_the_budget_is_full_for(1.5, upload) == b'{"a": 1}'
+
+
+def test_the_sender_time_around_a_wait_for_room_still_counts():
+    # 0.6 s to send the first part, then 1.5 s of waiting for room (not counted), then 0.6 s more
+    # from the sender: 1.2 s of the sender's time against a 1 s deadline.
+    upload = Upload(1, [(0.6, b'{"a": '), (0.6, b"1}")])
+    with pytest.raises(BodyTimeout):
+        read_while_the_budget_is_full_for(0.6 + 1.5, upload)

@@ -226,20 +226,27 @@ def json_body_schema(model: type[BaseModel]) -> dict:
 
 @asynccontextmanager
 async def received_body(request: Request, runner: BatchRunner):
-    """The whole body, read within ``body_read_seconds``, each chunk counted against the worker's
-    byte budget as it arrives (and given back when the request is answered). Only bytes really
-    received are held, and nothing else is held while they arrive: a stalled or trickling upload
-    delays no one and is cut off at the deadline. Where the budget is full, reading pauses (TCP
-    pushes back on the sender) until there is room or the queue wait is over (503)."""
+    """The whole body, read within ``body_read_seconds`` (time spent waiting for room in the budget
+    not counted), each chunk counted against the worker's byte budget as it arrives (and given back
+    when the request is answered). Only bytes really received are held, and nothing else is held
+    while they arrive: a stalled or trickling upload delays no one and is cut off at the deadline.
+    Where the budget is full, reading pauses (TCP pushes back on the sender) until there is room or
+    the queue wait is over (503)."""
     settings = request.app.state.settings
+    loop = asyncio.get_running_loop()
     chunks: list[bytes] = []
     held = 0
     try:
         try:
-            async with asyncio.timeout(settings.body_read_seconds):
+            async with asyncio.timeout(settings.body_read_seconds) as deadline:
                 async for chunk in request.stream():
                     if chunk:
+                        # Waiting for room is the service's delay, not the sender's: the body's clock
+                        # stops meanwhile (the wait has its own bound, queue_wait_seconds: then 503).
+                        left = (deadline.when() or loop.time()) - loop.time()
+                        deadline.reschedule(None)
                         held += await runner.bytes.take(len(chunk))
+                        deadline.reschedule(loop.time() + left)
                         chunks.append(chunk)
         except TimeoutError:
             raise BodyTimeout(settings.body_read_seconds) from None
