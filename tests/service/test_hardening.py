@@ -246,11 +246,12 @@ def test_json_repair_time_is_a_request_budget(client):
     needing a repair is not scored (null and a message), never scored differently. Only repetition
     version 1 repairs with json_repair; version 2's own repair is linear and needs no budget."""
     slow = "<think>x</think><answer>```json\n" + "1{" * 512 + "\n```</answer>"
-    samples = [{"completion": slow + f" {i}", "solution": solution([CAT])} for i in range(40)]
+    # 100 of them: ~35 s unbounded, so the loose cap below (a loaded 2-core CI machine) still catches it
+    samples = [{"completion": slow + f" {i}", "solution": solution([CAT])} for i in range(100)]
     answer, elapsed = timed(client, "/v1/score", {"samples": samples,
                                                   "rewards": [{"name": "repetition", "version": "1"}, "format"]})
     assert answer.status_code == 200, answer.text[:300]
-    assert elapsed < 3.0, f"{elapsed:.1f} s"
+    assert elapsed < 8.0, f"{elapsed:.1f} s"
     body = answer.json()
     unscored = [i for i, e in enumerate(body["errors"]) if e is not None]
     assert unscored and "REWARD_API_MAX_REPAIR_SECONDS" in body["errors"][unscored[0]]
@@ -259,5 +260,5 @@ def test_json_repair_time_is_a_request_budget(client):
     assert scored and all(v == scored[0] for v in scored)  # those scored, scored as ever
 
     answer, elapsed = timed(client, "/v1/score", {"samples": samples, "rewards": ["repetition", "format"]})
-    assert answer.status_code == 200 and elapsed < 3.0, (answer.text[:300], elapsed)
+    assert answer.status_code == 200 and elapsed < 8.0, (answer.text[:300], elapsed)
     assert answer.json()["versions"]["repetition"] == "2" and not any(answer.json()["errors"])

@@ -275,7 +275,7 @@ def test_a_trickled_answer_is_cut_off_at_the_attempt_timeout_then_retried(faulty
     with RewardClient(faulty.url, **{**FAST, "timeout": 1.0}) as client:
         answer = client.score(ONE, rewards=["ap"])
     assert answer.total == [0.5]
-    assert time.monotonic() - started < 2.5  # not the ~15 s the trickle would take
+    assert time.monotonic() - started < 6.0  # not the ~15 s the trickle would take (loose: a loaded CI machine)
 
 
 def test_the_call_deadline_bounds_everything_retries_included(faulty):
@@ -284,7 +284,7 @@ def test_the_call_deadline_bounds_everything_retries_included(faulty):
     with RewardClient(faulty.url, **{**FAST, "timeout": 0.6, "deadline": 1.5}) as client:
         with pytest.raises(RewardServiceError, match="within the attempt"):
             client.score(ONE, rewards=["ap"])
-    assert time.monotonic() - started < 2.5
+    assert time.monotonic() - started < 6.0  # the trickles would take ~15 s each
 
 
 def test_async_trickle_is_cut_off_too(faulty):
@@ -297,7 +297,7 @@ def test_async_trickle_is_cut_off_too(faulty):
     started = time.monotonic()
     with pytest.raises(RewardServiceError):
         run(go())
-    assert time.monotonic() - started < 2.5
+    assert time.monotonic() - started < 6.0  # the trickles would take ~15 s each
 
 
 @pytest.mark.parametrize("header", ["3600", "1e308"])
