@@ -45,14 +45,44 @@ def train_args(model_dir, data_dir, out, url, steps, *extra):
     ]
 
 
-def score_requests(url: str) -> int:
-    """/v1/score requests the service answered with 200, from its own /metrics."""
+def score_counts(url: str) -> tuple[int, int]:
+    """(/v1/score requests the service answered with 200, samples it scored for /v1/score), from its
+    own /metrics."""
     text = httpx.get(url + "/metrics", timeout=5).text
-    total = 0.0
+    answered = scored = 0.0
     for line in text.splitlines():
         if line.startswith("reward_api_requests_total{") and 'endpoint="/v1/score"' in line and 'status="200"' in line:
-            total += float(line.rsplit(" ", 1)[1])
-    return int(total)
+            answered += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("reward_api_samples_total{") and 'endpoint="/v1/score"' in line:
+            scored += float(line.rsplit(" ", 1)[1])
+    return int(answered), int(scored)
+
+
+def score_requests(url: str) -> int:
+    """/v1/score requests the service answered with 200, from its own /metrics."""
+    return score_counts(url)[0]
+
+
+SAMPLES_PER_REQUEST = 4  # TINY_GRPO: one request per generation batch of 4 completions
+QUIET_SECONDS = 1.0
+
+
+def answered_requests(url: str, timeout: float = 30.0) -> int:
+    """The /v1/score requests the service answered, once no answer is on its way any more (the
+    trainer is stopped or done). A batch's samples are counted when it is scored, before its answer
+    is sent; the request only after: so every scored batch must be counted as answered, and the
+    counts must stay so for QUIET_SECONDS (a request received but not yet scored shows in neither)."""
+    deadline = time.monotonic() + timeout
+    counts, since = score_counts(url), time.monotonic()
+    while True:
+        answered, scored = counts
+        if scored == SAMPLES_PER_REQUEST * answered and time.monotonic() - since >= QUIET_SECONDS:
+            return answered
+        assert time.monotonic() < deadline, f"the service's counts kept moving: {counts} (answered, samples)"
+        time.sleep(0.1)
+        now = score_counts(url)
+        if now != counts:
+            counts, since = now, time.monotonic()
 
 
 def weights(path: Path) -> dict:
@@ -65,7 +95,7 @@ def test_grpo_trains_the_tiny_model_with_rewards_from_the_service(tiny_model_dir
     out = tmp_path / "run"
     with LocalService.start() as server:
         assert train.main(train_args(tiny_model_dir, synthetic_dir, out, server.url, 2)) == 0
-        served = score_requests(server.url)
+        served = answered_requests(server.url)
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["status"] == "completed" and summary["steps"] == 2
     # One request per generation batch, every one answered by the service, none made up here.
@@ -134,8 +164,7 @@ def kill_after_first_scores(server: LocalService, trainer: subprocess.Popen) -> 
         assert time.monotonic() < deadline, "the trainer never asked for rewards"
         time.sleep(0.05)
     trainer.send_signal(signal.SIGSTOP)
-    time.sleep(0.5)  # a request in flight finishes; its answer waits in the trainer's socket
-    served = score_requests(server.url)
+    served = answered_requests(server.url)  # a request in flight finishes; its answer waits in the trainer's socket
     os.killpg(server.process.pid, signal.SIGKILL)
     server.process.wait()
     trainer.send_signal(signal.SIGCONT)
@@ -165,7 +194,7 @@ def test_training_survives_a_service_restart_within_the_retry_budget(tiny_model_
         time.sleep(1.0)  # the trainer is retrying against a dead port now
         second = LocalService.start(port=free)
         output, _ = trainer.communicate(timeout=180)
-        served_after = score_requests(second.url)
+        served_after = answered_requests(second.url)
     finally:
         if trainer.poll() is None:
             trainer.kill()
