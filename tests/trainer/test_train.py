@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.reward_api.local import REPO_ROOT, LocalService, free_port
+from services.reward_api.local import REPO_ROOT, LocalService, free_ports
 from tests.trainer.cli import CPU_RUN, TINY_GRPO
 from trainer import train
 
@@ -171,9 +171,15 @@ def kill_after_first_scores(server: LocalService, trainer: subprocess.Popen) -> 
     return served
 
 
+def trainer_retries(port: int) -> int:
+    """The reward-request retries the trainer made so far, from its own /metrics."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return int(float(re.search(r"^trainer_reward_retries_total (\S+)$", text, re.MULTILINE)[1]))
+
+
 def test_training_survives_a_service_restart_within_the_retry_budget(tiny_model_dir, synthetic_dir, tmp_path):
     out = tmp_path / "run"
-    free = free_port()
+    free, metrics_port = free_ports(2)
     first = LocalService.start(port=free)
     trainer = start_trainer(
         tiny_model_dir,
@@ -187,11 +193,17 @@ def test_training_survives_a_service_restart_within_the_retry_budget(tiny_model_
         "0.2",
         "--reward_backoff_max",
         "1",
+        "--metrics_port",
+        str(metrics_port),
     )
     second = None
     try:
         served_before = kill_after_first_scores(first, trainer)
-        time.sleep(1.0)  # the trainer is retrying against a dead port now
+        deadline = time.monotonic() + 120  # the rest of the step (generation included) comes first
+        while trainer_retries(metrics_port) < 1:  # the trainer is retrying against a dead port now
+            assert trainer.poll() is None, trainer.stdout.read()
+            assert time.monotonic() < deadline, "the trainer never retried against the dead service"
+            time.sleep(0.05)
         second = LocalService.start(port=free)
         output, _ = trainer.communicate(timeout=180)
         served_after = answered_requests(second.url)
