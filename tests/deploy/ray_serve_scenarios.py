@@ -16,6 +16,7 @@ anywhere else.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import re
 import signal
@@ -36,7 +37,6 @@ ray = pytest.importorskip("ray", reason="ray[serve] is not installed (extra `ser
 serve = pytest.importorskip("ray.serve", reason="ray[serve] is not installed (extra `serve`: make install)")
 
 from services.reward_api.local_ray import APP, LocalRayCluster, only_loopback  # noqa: E402 (imports ray)
-from services.reward_api.serve import REPORT_SECONDS  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -90,29 +90,74 @@ def scrape(url: str) -> dict[str, float]:
     return series
 
 
-def settled(url: str, name: str) -> dict[str, float]:
-    """A scrape once ``name`` has stopped moving for longer than a replica takes to report."""
-    last = scrape(url)
-    for _ in range(10):
-        time.sleep(2 * REPORT_SECONDS)
-        now = scrape(url)
-        if now.get(name) == last.get(name):
-            return now
-        last = now
-    raise AssertionError(f"{name} still moving at the ingress's /metrics without load: {last.get(name)}")
+SCORE = '{endpoint="/v1/score"}'
+SAMPLES_SCORED = f"reward_api_samples_total{SCORE}"
+SCORE_DURATIONS = f"reward_api_request_duration_seconds_count{SCORE}"
+
+
+def score_answers(status: int) -> str:
+    return f'reward_api_requests_total{{endpoint="/v1/score",status="{status}"}}'
+
+
+class Answered:
+    """The /v1/score answers the ingress gave this module's tests before the metrics test, as their
+    clients saw them: once every replica has reported them, the ingress's /metrics counts exactly these.
+    (A replica reports on its own clock; a request is counted after its answer is sent.)"""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.samples = 0
+        self.requests: dict[int, int] = {}  # status -> requests
+
+    def add(self, status: int, requests: int, samples: int = 0) -> None:
+        with self.lock:
+            self.samples += samples
+            self.requests[status] = self.requests.get(status, 0) + requests
+
+    def add_call(self, client: RewardClient, samples: int) -> None:
+        """One ``client.score`` call answered: its chunks of at most max_batch_size samples, each a 200."""
+        self.add(200, math.ceil(samples / client.max_batch_size), samples)
+
+    def expected(self) -> dict[str, float]:
+        with self.lock:
+            series = {score_answers(status): n for status, n in self.requests.items()}
+            return series | {SAMPLES_SCORED: self.samples, SCORE_DURATIONS: sum(self.requests.values())}
+
+
+ANSWERED = Answered()
+
+
+def counted(url: str, expected: dict[str, float], timeout: float) -> dict[str, float]:
+    """The first scrape of the ingress's /metrics whose ``expected`` series have exactly their values."""
+    last: dict[str, float] = {}
+
+    def exact() -> dict[str, float] | None:
+        nonlocal last
+        last = scrape(url)
+        return last if all(last.get(name, 0.0) == value for name, value in expected.items()) else None
+
+    def shown() -> str:
+        return f"expected {expected}, counted { {name: last.get(name) for name in expected} }"
+
+    return wait_until(exact, timeout, "the ingress's /metrics to count every answer given", interval=0.5,
+                      diagnostics=shown)
 
 
 def test_scoring_through_the_ingress_equals_the_plain_service(cluster: LocalRayCluster, plain: LocalService):
     body = {"samples": SAMPLES[:64], "rewards": ALL_REWARDS}
     through_serve = httpx.post(f"{cluster.url}/v1/score", json=body, timeout=60)
+    ANSWERED.add(through_serve.status_code, 1, len(body["samples"]) if through_serve.status_code == 200 else 0)
     direct = httpx.post(f"{plain.url}/v1/score", json=body, timeout=60)
     assert through_serve.status_code == direct.status_code == 200, through_serve.text
     assert through_serve.json() == direct.json()
     # Our client, unchanged, at the ingress URL; errors answered as the service answers them.
     with RewardClient(cluster.url) as client:
-        assert client.score(SAMPLES[:64], rewards=ALL_REWARDS).model_dump() == direct.json()
+        answer = client.score(SAMPLES[:64], rewards=ALL_REWARDS)
+        ANSWERED.add_call(client, 64)
+        assert answer.model_dump() == direct.json()
     unknown = {"samples": SAMPLES[:1], "rewards": ["no_such_reward"]}
     refused = httpx.post(f"{cluster.url}/v1/score", json=unknown, timeout=60)
+    ANSWERED.add(refused.status_code, 1)  # refused before scoring: no sample counted
     assert refused.status_code == 422 and refused.json() == httpx.post(f"{plain.url}/v1/score", json=unknown).json()
 
 
@@ -126,6 +171,7 @@ def test_scale_up_under_load_puts_a_second_replica_on_the_second_node(cluster: L
             while not stop.is_set():
                 try:
                     client.score(SAMPLES[:256], rewards=ALL_REWARDS)
+                    ANSWERED.add_call(client, 256)
                 except BaseException as exc:
                     failures.append(exc)
                     return
@@ -148,9 +194,8 @@ def test_scale_up_under_load_puts_a_second_replica_on_the_second_node(cluster: L
 
 def test_metrics_at_the_ingress_sum_every_replica(cluster: LocalRayCluster):
     assert running_replicas() == 2
-    score = '{endpoint="/v1/score"}'
-    samples = f"reward_api_samples_total{score}"
-    before = settled(cluster.url, samples)  # the scale-up's load reported by both replicas
+    # Every answer so far (the scale-up's load) reported by both replicas.
+    before = counted(cluster.url, ANSWERED.expected(), 60)
     n_requests, batch = 24, 16
 
     async def send() -> None:  # 24 requests, 8 at a time: Serve spreads them over both replicas
@@ -158,19 +203,12 @@ def test_metrics_at_the_ingress_sum_every_replica(cluster: LocalRayCluster):
             await client.score(SAMPLES[: n_requests * batch], rewards=ALL_REWARDS)
 
     asyncio.run(send())
+    ANSWERED.add(200, n_requests, n_requests * batch)
 
-    def grown(name: str) -> float:
-        return scrape(cluster.url).get(name, 0.0) - before.get(name, 0.0)
-
-    # The other replica reports within a second or so; the totals must then be exact.
-    wait_until(lambda: grown(samples) == n_requests * batch, 15,
-               "the ingress's /metrics to count every sample scored on either replica",
-               diagnostics=lambda: f"grown by {grown(samples)}, sent {n_requests * batch}")
-    after = scrape(cluster.url)
-    delta = {name: after[name] - before.get(name, 0.0) for name in after}
-    assert delta['reward_api_requests_total{endpoint="/v1/score",status="200"}'] == n_requests
-    assert delta['reward_api_request_duration_seconds_count{endpoint="/v1/score"}'] == n_requests
-    assert delta['reward_api_reward_value_count{reward="format"}'] == n_requests * batch
+    # Each replica reports on its own clock: the totals grow by exactly what was sent once both have.
+    grown = {SAMPLES_SCORED: n_requests * batch, score_answers(200): n_requests, SCORE_DURATIONS: n_requests,
+             'reward_api_reward_value_count{reward="format"}': n_requests * batch}
+    after = counted(cluster.url, {name: before.get(name, 0.0) + n for name, n in grown.items()}, 30)
     # A histogram comes whole, buckets ascending to +Inf, the +Inf bucket equal to the count.
     buckets = [name for name in after if name.startswith("reward_api_reward_value_bucket") and "format" in name]
     les = [re.search(r'le="([^"]+)"', name)[1] for name in buckets]

@@ -217,8 +217,16 @@ def test_every_rule_evaluates_cleanly_on_real_data(scored):
                    "kind:reward_api_parse_failures:ratio_rate10m", "reward:reward_api_reward_value:mean5m",
                    "endpoint:reward_api_request_duration_seconds:p99_5m"):
         _wait(lambda: prom.query(record), 20, f"{record} to have data")
-    ratio = prom.query("reason:reward_api_sample_errors:ratio_rate5m")
-    assert {r["metric"]["reason"] for r in ratio} and all(0 < float(r["value"][1]) <= 1 for r in ratio)
+
+    # Until a second scrape after the first round, both rates are 0 and the ratio is 0/0 = NaN.
+    def ratios_in_range() -> list[dict]:
+        ratio = prom.query("reason:reward_api_sample_errors:ratio_rate5m")
+        values = [float(r["value"][1]) for r in ratio]
+        assert ratio and all(math.isfinite(v) and 0 < v <= 1 for v in values), ratio
+        return ratio
+
+    ratio = _wait(ratios_in_range, 20, "every sample-error ratio to be a number in (0, 1]")
+    assert {r["metric"]["reason"] for r in ratio}
 
 
 GRAFANA_VARS = {"$__rate_interval": "30s", "$__interval": "5s", "$__range": "5m"}

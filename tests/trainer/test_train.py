@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.reward_api.local import REPO_ROOT, LocalService, free_port
+from services.reward_api.local import REPO_ROOT, LocalService, free_ports
 from tests.trainer.cli import CPU_RUN, TINY_GRPO
 from trainer import train
 
@@ -45,14 +45,44 @@ def train_args(model_dir, data_dir, out, url, steps, *extra):
     ]
 
 
-def score_requests(url: str) -> int:
-    """/v1/score requests the service answered with 200, from its own /metrics."""
+def score_counts(url: str) -> tuple[int, int]:
+    """(/v1/score requests the service answered with 200, samples it scored for /v1/score), from its
+    own /metrics."""
     text = httpx.get(url + "/metrics", timeout=5).text
-    total = 0.0
+    answered = scored = 0.0
     for line in text.splitlines():
         if line.startswith("reward_api_requests_total{") and 'endpoint="/v1/score"' in line and 'status="200"' in line:
-            total += float(line.rsplit(" ", 1)[1])
-    return int(total)
+            answered += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("reward_api_samples_total{") and 'endpoint="/v1/score"' in line:
+            scored += float(line.rsplit(" ", 1)[1])
+    return int(answered), int(scored)
+
+
+def score_requests(url: str) -> int:
+    """/v1/score requests the service answered with 200, from its own /metrics."""
+    return score_counts(url)[0]
+
+
+SAMPLES_PER_REQUEST = 4  # TINY_GRPO: one request per generation batch of 4 completions
+QUIET_SECONDS = 1.0
+
+
+def answered_requests(url: str, timeout: float = 30.0) -> int:
+    """The /v1/score requests the service answered, once no answer is on its way any more (the
+    trainer is stopped or done). A batch's samples are counted when it is scored, before its answer
+    is sent; the request only after: so every scored batch must be counted as answered, and the
+    counts must stay so for QUIET_SECONDS (a request received but not yet scored shows in neither)."""
+    deadline = time.monotonic() + timeout
+    counts, since = score_counts(url), time.monotonic()
+    while True:
+        answered, scored = counts
+        if scored == SAMPLES_PER_REQUEST * answered and time.monotonic() - since >= QUIET_SECONDS:
+            return answered
+        assert time.monotonic() < deadline, f"the service's counts kept moving: {counts} (answered, samples)"
+        time.sleep(0.1)
+        now = score_counts(url)
+        if now != counts:
+            counts, since = now, time.monotonic()
 
 
 def weights(path: Path) -> dict:
@@ -65,7 +95,7 @@ def test_grpo_trains_the_tiny_model_with_rewards_from_the_service(tiny_model_dir
     out = tmp_path / "run"
     with LocalService.start() as server:
         assert train.main(train_args(tiny_model_dir, synthetic_dir, out, server.url, 2)) == 0
-        served = score_requests(server.url)
+        served = answered_requests(server.url)
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["status"] == "completed" and summary["steps"] == 2
     # One request per generation batch, every one answered by the service, none made up here.
@@ -134,17 +164,22 @@ def kill_after_first_scores(server: LocalService, trainer: subprocess.Popen) -> 
         assert time.monotonic() < deadline, "the trainer never asked for rewards"
         time.sleep(0.05)
     trainer.send_signal(signal.SIGSTOP)
-    time.sleep(0.5)  # a request in flight finishes; its answer waits in the trainer's socket
-    served = score_requests(server.url)
+    served = answered_requests(server.url)  # a request in flight finishes; its answer waits in the trainer's socket
     os.killpg(server.process.pid, signal.SIGKILL)
     server.process.wait()
     trainer.send_signal(signal.SIGCONT)
     return served
 
 
+def trainer_retries(port: int) -> int:
+    """The reward-request retries the trainer made so far, from its own /metrics."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return int(float(re.search(r"^trainer_reward_retries_total (\S+)$", text, re.MULTILINE)[1]))
+
+
 def test_training_survives_a_service_restart_within_the_retry_budget(tiny_model_dir, synthetic_dir, tmp_path):
     out = tmp_path / "run"
-    free = free_port()
+    free, metrics_port = free_ports(2)
     first = LocalService.start(port=free)
     trainer = start_trainer(
         tiny_model_dir,
@@ -158,14 +193,20 @@ def test_training_survives_a_service_restart_within_the_retry_budget(tiny_model_
         "0.2",
         "--reward_backoff_max",
         "1",
+        "--metrics_port",
+        str(metrics_port),
     )
     second = None
     try:
         served_before = kill_after_first_scores(first, trainer)
-        time.sleep(1.0)  # the trainer is retrying against a dead port now
+        deadline = time.monotonic() + 120  # the rest of the step (generation included) comes first
+        while trainer_retries(metrics_port) < 1:  # the trainer is retrying against a dead port now
+            assert trainer.poll() is None, trainer.stdout.read()
+            assert time.monotonic() < deadline, "the trainer never retried against the dead service"
+            time.sleep(0.05)
         second = LocalService.start(port=free)
         output, _ = trainer.communicate(timeout=180)
-        served_after = score_requests(second.url)
+        served_after = answered_requests(second.url)
     finally:
         if trainer.poll() is None:
             trainer.kill()
