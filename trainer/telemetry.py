@@ -204,6 +204,8 @@ class TelemetryCallback(TrainerCallback):
         self.log_history: list[dict] = []
         self.setup: dict[str, Any] = {}  # how the run was set up (`run_setup`), for the record
         self.global_step = 0  # the optimizer step reached (counts a resumed run's earlier steps)
+        self._log_due = False  # a step has ended and its log entry is on its way
+        self._held_interrupt: str | None = None  # an interrupt waiting for that entry (`interrupt_after_log`)
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._train_start = time.perf_counter()
@@ -213,6 +215,7 @@ class TelemetryCallback(TrainerCallback):
             self.log_history = [entry for entry in state.log_history if self._is_step_log(entry)]
 
     def on_step_begin(self, args, state, control, **kwargs):
+        self._raise_held_interrupt()
         self._step_start = time.perf_counter()
         self._wait_at_step_start = self.telemetry.wait_total_s
         self._generation_at_step_start = (self.telemetry.generation_total_s, self.telemetry.generated_tokens)
@@ -233,6 +236,7 @@ class TelemetryCallback(TrainerCallback):
         )
         self.global_step = state.global_step
         self.telemetry.step.set(state.global_step)
+        self._log_due = bool(control.should_log)  # set for this step by Trainer's flow callback, run first
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         for key, value in (logs or {}).items():
@@ -241,6 +245,23 @@ class TelemetryCallback(TrainerCallback):
         numbers = {k: v for k, v in (logs or {}).items() if isinstance(v, (int, float))}
         if self._is_step_log(numbers):
             self.log_history.append({"step": state.global_step, **numbers})
+            self._log_due = False
+            self._raise_held_interrupt()
+
+    def interrupt_after_log(self, message: str) -> bool:
+        """Hold an interrupt (SIGTERM, `trainer.train.interrupted_by_sigterm`) that arrives between a
+        step's end and its log entry until the entry is in, so the record never counts a step whose
+        numbers it lacks; returns whether it was held (else the caller raises it now). The wait is
+        the logging of one step: milliseconds."""
+        if not self._log_due:
+            return False
+        self._held_interrupt = message
+        return True
+
+    def _raise_held_interrupt(self) -> None:
+        if self._held_interrupt is not None:
+            message, self._held_interrupt = self._held_interrupt, None
+            raise KeyboardInterrupt(message)
 
     @staticmethod
     def _is_step_log(entry: dict) -> bool:

@@ -25,7 +25,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -391,10 +391,11 @@ def load_weights_here(trainer: Any, resume: Path | None) -> None:
 
 
 @contextlib.contextmanager
-def interrupted_by_sigterm() -> Iterator[None]:
+def interrupted_by_sigterm(hold: Callable[[str], bool] | None = None) -> Iterator[None]:
     """SIGTERM (a scheduler stopping the job, ``docker stop``, ``timeout``) interrupts training as
     Ctrl-C does, with a KeyboardInterrupt, instead of ending the process on the spot: the run's
-    record of the steps so far is written first (`run_training`)."""
+    record of the steps so far is written first (`run_training`). ``hold(message)`` may take the
+    interrupt over and raise it a moment later (`TelemetryCallback.interrupt_after_log`)."""
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers belong to the main thread
         return
@@ -406,7 +407,9 @@ def interrupted_by_sigterm() -> Iterator[None]:
         fired = True
         # A second SIGTERM (a launcher passing the first one on) must not cut the record short.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
+        message = f"stopped by signal {signal.Signals(signum).name}"
+        if hold is None or not hold(message):
+            raise KeyboardInterrupt(message)
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
@@ -425,7 +428,7 @@ def run_training(trainer: Any, summary: Any, resume: Path | None = None) -> int:
     from trainer.callbacks import TrainingStopped
 
     try:
-        with interrupted_by_sigterm():
+        with interrupted_by_sigterm(summary.interrupt_after_log):
             trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     except RewardServiceError as exc:
         summary.fail(exc)
