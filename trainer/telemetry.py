@@ -221,6 +221,11 @@ class TelemetryCallback(TrainerCallback):
         self._generation_at_step_start = (self.telemetry.generation_total_s, self.telemetry.generated_tokens)
 
     def on_step_end(self, args, state, control, **kwargs):
+        # First, before this step is recorded: from here until its log entry an interrupt waits.
+        # should_log is set for this step by Trainer's flow callback, which runs before this one.
+        # One process only: with several, a rank holding would wait in the log's gather for ranks
+        # already interrupted.
+        self._log_due = bool(control.should_log) and args.world_size == 1
         seconds = time.perf_counter() - self._step_start
         t = self.telemetry
         wait = t.wait_total_s - self._wait_at_step_start
@@ -236,7 +241,6 @@ class TelemetryCallback(TrainerCallback):
         )
         self.global_step = state.global_step
         self.telemetry.step.set(state.global_step)
-        self._log_due = bool(control.should_log)  # set for this step by Trainer's flow callback, run first
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         for key, value in (logs or {}).items():
@@ -245,6 +249,7 @@ class TelemetryCallback(TrainerCallback):
         numbers = {k: v for k, v in (logs or {}).items() if isinstance(v, (int, float))}
         if self._is_step_log(numbers):
             self.log_history.append({"step": state.global_step, **numbers})
+        if "loss" in numbers:  # the step's own entry (a held-out round's, logged from inside it, is not)
             self._log_due = False
             self._raise_held_interrupt()
 

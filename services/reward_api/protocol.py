@@ -28,8 +28,9 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 
 class WholeAnswerTransport:
-    """A transport whose writes within one event-loop turn reach the real one as one write, at the
-    end of the turn (or at `close`). Everything else is the real transport's."""
+    """A transport whose writes within one event-loop turn reach the real one as one call, at the
+    end of the turn (or at `close`): ``writelines``, one system call for all of them (uvloop
+    gathers the buffers, asyncio joins them). Everything else is the real transport's."""
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
@@ -43,20 +44,32 @@ class WholeAnswerTransport:
             self._loop.call_soon(self._flush)
         self._pending.append(data)
 
+    def writelines(self, list_of_data) -> None:
+        for data in list_of_data:
+            self.write(data)
+
     def _flush(self) -> None:
-        if self._pending and not self._transport.is_closing():
-            self._transport.write(b"".join(self._pending))
-        self._pending.clear()
+        pending, self._pending = self._pending, []  # taken first: a failing write leaves no backlog
+        if not pending or self._transport.is_closing():
+            return
+        if len(pending) == 1:
+            self._transport.write(pending[0])
+        else:
+            self._transport.writelines(pending)
 
     def get_write_buffer_size(self) -> int:
         return self._transport.get_write_buffer_size() + sum(map(len, self._pending))
+
+    def write_eof(self) -> None:
+        self._flush()
+        self._transport.write_eof()
 
     def close(self) -> None:
         self._flush()
         self._transport.close()
 
     def abort(self) -> None:
-        self._pending.clear()
+        self._pending = []
         self._transport.abort()
 
     def __getattr__(self, name: str) -> Any:  # is_closing, get_extra_info, pause_reading, ...

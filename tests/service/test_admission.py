@@ -186,3 +186,28 @@ def test_the_sender_time_around_a_wait_for_room_still_counts():
     upload = Upload(1, [(0.6, b'{"a": '), (0.6, b"1}")])
     with pytest.raises(BodyTimeout):
         read_while_the_budget_is_full_for(0.6 + 1.5, upload)
+
+
+def test_waiting_for_room_is_bounded_over_the_whole_body_not_per_chunk():
+    # queue wait 1 s in all: the first chunk waits 0.6 s for room, so the second may wait only 0.4 s
+    # more; the budget stays full for 0.8 s then, and the request is refused (per chunk it would
+    # have waited up to 1 s again and got in: a body could wait a queue wait per chunk).
+    async def scenario():
+        runner = BatchRunner(max_queued_bytes=10, max_queued_samples=10, queue_wait_seconds=1)
+        loop = asyncio.get_running_loop()
+        first = await runner.bytes.take(10)
+        loop.call_later(0.6, runner.bytes.give, first)  # room for the first chunk at 0.6 s
+
+        async def refill():  # then someone else fills the budget until 1.5 s
+            await asyncio.sleep(0.62)
+            again = await runner.bytes.take(4)
+            loop.call_later(0.9, runner.bytes.give, again)
+
+        filler = asyncio.ensure_future(refill())
+        upload = Upload(5, [(0.0, b'{"a": '), (0.1, b"1}")])  # 6 bytes, then 2 at 0.7 s
+        with pytest.raises(Overloaded):
+            async with received_body(upload, runner):
+                pass
+        await filler
+
+    asyncio.run(scenario())

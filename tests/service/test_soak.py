@@ -91,7 +91,7 @@ class Tally:
 def well_behaved(url: str, client_id: int, stop: threading.Event, tally: Tally, reference: dict) -> None:
     samples, shifts = batch(client_id)
     # The deadline of a call the paused worker holds (check() allows it the pause on top of the bound).
-    with RewardClient(url, timeout=4.0, deadline=LATENCY_BOUND + PAUSE_SECONDS, backoff_base=0.05, backoff_max=0.5,
+    with RewardClient(url, timeout=4.0, deadline=LATENCY_BOUND + PAUSE_SECONDS + 1.0, backoff_base=0.05, backoff_max=0.5,
                       max_retry_after=1.0) as client:
         while not stop.is_set():
             start = time.perf_counter()

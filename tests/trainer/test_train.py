@@ -174,7 +174,9 @@ def kill_after_first_scores(server: LocalService, trainer: subprocess.Popen) -> 
 def trainer_retries(port: int) -> int:
     """The reward-request retries the trainer made so far, from its own /metrics."""
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    return int(float(re.search(r"^trainer_reward_retries_total (\S+)$", text, re.MULTILINE)[1]))
+    found = re.search(r"^trainer_reward_retries_total (\S+)$", text, re.MULTILINE)
+    assert found, f"no trainer_reward_retries_total in the trainer's /metrics:\n{text[:2000]}"
+    return int(float(found[1]))
 
 
 def test_training_survives_a_service_restart_within_the_retry_budget(tiny_model_dir, synthetic_dir, tmp_path):

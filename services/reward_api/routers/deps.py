@@ -96,15 +96,22 @@ class Budget:
         self.used = 0
         self._waiters: deque[tuple[int, asyncio.Future]] = deque()
 
-    async def take(self, amount: int) -> int:
+    def has_room(self, amount: int) -> bool:
+        """Whether `take` would grant ``amount`` at once, without waiting."""
+        return not self._waiters and self.used + min(amount, self.capacity) <= self.capacity
+
+    async def take(self, amount: int, wait_seconds: float | None = None) -> int:
+        """Take ``amount`` (at most the whole budget), waiting up to ``wait_seconds`` (default: the
+        budget's own) for room; returns what was taken, to `give` back."""
         amount = min(amount, self.capacity)
-        if not self._waiters and self.used + amount <= self.capacity:
+        if self.has_room(amount):
             self.used += amount  # the fast path: no await, so nothing can interleave
             return amount
+        wait = self.wait_seconds if wait_seconds is None else wait_seconds
         ticket = asyncio.get_running_loop().create_future()
         self._waiters.append((amount, ticket))
         try:
-            await asyncio.wait_for(asyncio.shield(ticket), self.wait_seconds)
+            await asyncio.wait_for(asyncio.shield(ticket), wait)
         except (TimeoutError, asyncio.CancelledError) as exc:
             if ticket.done() and not ticket.cancelled():
                 self.give(amount)  # granted in the same instant as the timeout: hand it on
@@ -226,28 +233,34 @@ def json_body_schema(model: type[BaseModel]) -> dict:
 
 @asynccontextmanager
 async def received_body(request: Request, runner: BatchRunner):
-    """The whole body, read within ``body_read_seconds`` (time spent waiting for room in the budget
-    not counted), each chunk counted against the worker's byte budget as it arrives (and given back
-    when the request is answered). Only bytes really received are held, and nothing else is held
-    while they arrive: a stalled or trickling upload delays no one and is cut off at the deadline.
-    Where the budget is full, reading pauses (TCP pushes back on the sender) until there is room or
-    the queue wait is over (503)."""
+    """The whole body, read within ``body_read_seconds``, each chunk counted against the worker's
+    byte budget as it arrives (and given back when the request is answered). Only bytes really
+    received are held, and nothing else is held while they arrive: a stalled or trickling upload
+    delays no one and is cut off at the deadline. Where the budget is full, reading pauses (TCP
+    pushes back on the sender) until there is room, for at most ``queue_wait_seconds`` over the
+    whole body (then 503); the body's clock stops meanwhile, since that wait is the service's, not
+    the sender's. So reading a body takes at most ``body_read_seconds + queue_wait_seconds``."""
     settings = request.app.state.settings
     loop = asyncio.get_running_loop()
+    allowance = runner.bytes.wait_seconds  # waiting for room, over all the chunks
     chunks: list[bytes] = []
     held = 0
     try:
         try:
             async with asyncio.timeout(settings.body_read_seconds) as deadline:
                 async for chunk in request.stream():
-                    if chunk:
-                        # Waiting for room is the service's delay, not the sender's: the body's clock
-                        # stops meanwhile (the wait has its own bound, queue_wait_seconds: then 503).
-                        left = (deadline.when() or loop.time()) - loop.time()
-                        deadline.reschedule(None)
+                    if not chunk:
+                        continue
+                    if runner.bytes.has_room(len(chunk)):
                         held += await runner.bytes.take(len(chunk))
+                    else:
+                        paused_at = loop.time()
+                        left = (deadline.when() or paused_at) - paused_at
+                        deadline.reschedule(None)
+                        held += await runner.bytes.take(len(chunk), wait_seconds=allowance)
+                        allowance -= loop.time() - paused_at
                         deadline.reschedule(loop.time() + left)
-                        chunks.append(chunk)
+                    chunks.append(chunk)
         except TimeoutError:
             raise BodyTimeout(settings.body_read_seconds) from None
         yield b"".join(chunks)
