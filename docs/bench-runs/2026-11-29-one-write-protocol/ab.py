@@ -1,4 +1,5 @@
-"""Side by side: the service before (81b2b7e) and after the one-write protocol, 1-sample /v1/score
+"""Side by side: the service without (/tmp/before-protocol: HEAD with HeaderLimitedH11Protocol.connection_made
+removed) and with the one-write protocol (/work/main), 1-sample /v1/score
 requests, 64 concurrent keep-alive connections, alternating 8 s rounds."""
 import asyncio, os, subprocess, sys, time, json
 import httpx
