@@ -119,7 +119,9 @@ def _main(argv: Sequence[str] | None) -> int:
     callbacks = [summary, NonFiniteGuard(), TimeLimit(options.max_seconds)]
     heldout = heldout_callback(options, processor, args.output_dir, options.question_template, coordinates)
     if heldout is not None:
-        callbacks.insert(0, heldout)  # before the summary: its last round is in train_summary.json
+        # Before the summary: its last round is in train_summary.json, and its rounds (run in
+        # on_step_end) come before the summary holds a SIGTERM for the step's log entry.
+        callbacks.insert(0, heldout)
     trainer = build_trainer(options, args, model_args, processor, callbacks, resume)
     if heldout is not None:
         heldout.trainer = trainer

@@ -528,7 +528,9 @@ def _main(argv: Sequence[str] | None) -> int:
         callbacks.append(CheckpointRecord(record.path))
     heldout = heldout_callback(od, processor, args.output_dir, od.question_template, coordinates)
     if heldout is not None:
-        callbacks.insert(0, heldout)  # before the summary: its last round is in train_summary.json
+        # Before the summary: its last round is in train_summary.json, and its rounds (run in
+        # on_step_end) come before the summary holds a SIGTERM for the step's log entry.
+        callbacks.insert(0, heldout)
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,

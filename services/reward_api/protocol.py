@@ -29,8 +29,9 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 class WholeAnswerTransport:
     """A transport whose writes within one event-loop turn reach the real one as one call, at the
-    end of the turn (or at `close`): ``writelines``, one system call for all of them (uvloop
-    gathers the buffers, asyncio joins them). Everything else is the real transport's."""
+    end of the turn (or at `close`): ``writelines``, one system call for all of them while the
+    socket's buffer has room (uvloop's is one ``writev``; asyncio's joins them, or from Python 3.12
+    sends them with one ``sendmsg``). Everything else is the real transport's."""
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport

@@ -107,6 +107,27 @@ def test_budget_grants_in_arrival_order_and_times_out_with_its_name():
     asyncio.run(scenario())
 
 
+def test_the_rest_of_a_half_read_body_goes_before_new_requests():
+    # A new request waiting for room must not block the body that holds most of the budget: that
+    # body can only free its bytes once it is in (before, both waited a whole queue wait).
+    async def scenario():
+        budget = Budget("bytes", capacity=10, wait_seconds=5)
+        body = await budget.take(6)  # a body's first chunks
+        newcomer = asyncio.ensure_future(budget.take(5))  # waits: 6 + 5 > 10
+        await asyncio.sleep(0)
+        body += await budget.take(3, wait_seconds=0, holder=True)  # its next chunk: at once, past the queue
+        other = await budget.take(1, wait_seconds=0, holder=True)  # another half-read body: 10 of 10
+        rest = asyncio.ensure_future(budget.take(2, holder=True))  # no room: waits, but at the head
+        await asyncio.sleep(0)
+        budget.give(other)  # 9 used: the head (2 more for a half-read body) does not fit yet
+        await asyncio.sleep(0)
+        assert not rest.done() and not newcomer.done()
+        budget.give(body)  # the half-read body is in and answered: 0 used
+        assert await rest == 2 and await newcomer == 5 and budget.used == 7
+
+    asyncio.run(scenario())
+
+
 def test_a_request_larger_than_the_budget_runs_alone():
     async def scenario():
         budget = Budget("bytes", capacity=10, wait_seconds=1)
@@ -190,7 +211,7 @@ def test_the_sender_time_around_a_wait_for_room_still_counts():
 
 def test_waiting_for_room_is_bounded_over_the_whole_body_not_per_chunk():
     # queue wait 1 s in all: the first chunk waits 0.6 s for room, so the second may wait only 0.4 s
-    # more; the budget stays full for 0.8 s then, and the request is refused (per chunk it would
+    # more; the budget stays full for 0.9 s then, and the request is refused (per chunk it would
     # have waited up to 1 s again and got in: a body could wait a queue wait per chunk).
     async def scenario():
         runner = BatchRunner(max_queued_bytes=10, max_queued_samples=10, queue_wait_seconds=1)

@@ -157,6 +157,7 @@ def test_overload_answers_503_with_retry_after_while_healthz_answers(one_body_bu
         assert refused.headers["retry-after"] == LIMITS["REWARD_API_RETRY_AFTER_SECONDS"]
         detail = refused.json()["detail"]
         assert "overloaded" in detail and "REWARD_API_MAX_QUEUED_BYTES" in detail, detail
+        assert refused.headers["connection"] == "close"  # what is left of its body is not read
         assert httpx.get(server.url + "/healthz", timeout=5).status_code == 200  # overload is not ill health
         holder.sendall(padded[-1:])
         reply = read_until_closed_or_answered(holder)

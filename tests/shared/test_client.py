@@ -279,7 +279,7 @@ def test_a_trickled_answer_is_cut_off_at_the_attempt_timeout_then_retried(faulty
 
 
 def test_the_call_deadline_bounds_everything_retries_included(faulty):
-    faulty.script("/v1/score", *[Trickle(Reply(200, GOOD), interval=0.1)] * 10)
+    faulty.script("/v1/score", *[Trickle(Reply(200, GOOD), interval=0.1)] * 25)
     started = time.monotonic()
     with RewardClient(faulty.url, **{**FAST, "timeout": 0.6, "deadline": 1.5, "max_retries": 20}) as client:
         with pytest.raises(RewardServiceError, match="within the attempt"):
@@ -288,7 +288,7 @@ def test_the_call_deadline_bounds_everything_retries_included(faulty):
 
 
 def test_async_trickle_is_cut_off_too(faulty):
-    faulty.script("/v1/score", *[Trickle(Reply(200, GOOD), interval=0.1)] * 10)
+    faulty.script("/v1/score", *[Trickle(Reply(200, GOOD), interval=0.1)] * 25)
 
     async def go():
         async with AsyncRewardClient(faulty.url, **{**FAST, "timeout": 0.5, "deadline": 1.2, "max_retries": 20}) as client:

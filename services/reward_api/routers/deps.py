@@ -96,20 +96,26 @@ class Budget:
         self.used = 0
         self._waiters: deque[tuple[int, asyncio.Future]] = deque()
 
-    def has_room(self, amount: int) -> bool:
+    def has_room(self, amount: int, holder: bool = False) -> bool:
         """Whether `take` would grant ``amount`` at once, without waiting."""
-        return not self._waiters and self.used + min(amount, self.capacity) <= self.capacity
+        return (holder or not self._waiters) and self.used + min(amount, self.capacity) <= self.capacity
 
-    async def take(self, amount: int, wait_seconds: float | None = None) -> int:
+    async def take(self, amount: int, wait_seconds: float | None = None, holder: bool = False) -> int:
         """Take ``amount`` (at most the whole budget), waiting up to ``wait_seconds`` (default: the
-        budget's own) for room; returns what was taken, to `give` back."""
+        budget's own) for room; returns what was taken, to `give` back. A ``holder`` (a request
+        that already holds part of this budget: the rest of a body being read) goes before every
+        new request, so that half-read bodies finish and free what they hold rather than wait
+        behind requests that can only start once they do."""
         amount = min(amount, self.capacity)
-        if self.has_room(amount):
+        if self.has_room(amount, holder):
             self.used += amount  # the fast path: no await, so nothing can interleave
             return amount
         wait = self.wait_seconds if wait_seconds is None else wait_seconds
         ticket = asyncio.get_running_loop().create_future()
-        self._waiters.append((amount, ticket))
+        if holder:
+            self._waiters.appendleft((amount, ticket))
+        else:
+            self._waiters.append((amount, ticket))
         try:
             await asyncio.wait_for(asyncio.shield(ticket), wait)
         except (TimeoutError, asyncio.CancelledError) as exc:
@@ -251,13 +257,18 @@ async def received_body(request: Request, runner: BatchRunner):
                 async for chunk in request.stream():
                     if not chunk:
                         continue
-                    if runner.bytes.has_room(len(chunk)):
-                        held += await runner.bytes.take(len(chunk))
+                    holder = held > 0
+                    if runner.bytes.has_room(len(chunk), holder):
+                        held += await runner.bytes.take(len(chunk), holder=holder)
                     else:
                         paused_at = loop.time()
                         left = (deadline.when() or paused_at) - paused_at
                         deadline.reschedule(None)
-                        held += await runner.bytes.take(len(chunk), wait_seconds=allowance)
+                        try:
+                            held += await runner.bytes.take(len(chunk), wait_seconds=allowance, holder=holder)
+                        except Overloaded as refused:
+                            refused.headers = {**(refused.headers or {}), "Connection": "close"}  # rest unread
+                            raise
                         allowance -= loop.time() - paused_at
                         deadline.reschedule(loop.time() + left)
                     chunks.append(chunk)
