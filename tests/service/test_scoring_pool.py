@@ -307,31 +307,42 @@ def cpu_ns(pid: int) -> int:
     return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
 
 
+def connected_to(client: httpx.Client, worker: int, others: set[int]) -> None:
+    """Open ``client``'s keep-alive connection on ``worker``: the other workers are stopped while it
+    is accepted (the kernel hands a connection to whichever worker accepts first, so left to chance
+    a loaded machine may never put two on one worker)."""
+    for pid in others:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        answered_by = client.get("/healthz").json()["pid"]
+    finally:
+        for pid in others:
+            os.kill(pid, signal.SIGCONT)
+    assert answered_by == worker
+
+
 def test_two_connections_are_never_left_on_one_worker(env):
     # The issue's case: one client, two keep-alive connections, both accepted by the same worker of
     # two. Its batches are scored by both scoring processes all the same, and so when the two
-    # connections landed on different workers. Fresh connections until both cases were met.
+    # connections landed on different workers.
     env = {k: v for k, v in env.items() if "BOX_PAIRS" not in k} | {"REWARD_API_CHUNK_SAMPLES": "32"}
     big = {"samples": SAMPLES * 4, "rewards": ALL_REWARDS}  # 600 samples: 19 chunks
     with LocalService.start(workers=2, env=env) as service:
         processes = pool_pids(service)
+        first, second = sorted(children(service.process.pid) - set(processes))
         expected = in_process("/v1/score", big, env)
         seen: dict[str, list[int]] = {}
-        for _ in range(100):
+        for case, workers in {"both on one worker": (first, first), "one on each worker": (first, second)}.items():
             with httpx.Client(base_url=service.url, timeout=120.0) as a, httpx.Client(base_url=service.url,
                                                                                         timeout=120.0) as b:
-                workers = {client.get("/healthz").json()["pid"] for client in (a, b)}
-                case = "both on one worker" if len(workers) == 1 else "one on each worker"
-                if case in seen:
-                    continue
+                for client, worker in zip((a, b), workers, strict=True):
+                    connected_to(client, worker, {first, second} - {worker})
                 before = [cpu_ns(pid) for pid in processes]
                 with ThreadPoolExecutor(2) as threads:
                     answers = list(threads.map(lambda c: [over_http(c, "/v1/score", big) for _ in range(2)], (a, b)))
                 assert answers == [[expected] * 2] * 2
+                assert {client.get("/healthz").json()["pid"] for client in (a, b)} == set(workers)  # kept alive
                 seen[case] = [cpu_ns(pid) - start for pid, start in zip(processes, before, strict=True)]
-            if len(seen) == 2:
-                break
-        assert seen.keys() == {"both on one worker", "one on each worker"}, seen
         for case, spent in seen.items():
             assert min(spent) > 0.1 * sum(spent), f"{case}: the scoring processes' CPU ns {spent}"
 
